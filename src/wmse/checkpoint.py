@@ -1,0 +1,73 @@
+"""Atomic, code-free checkpoints.
+
+A checkpoint is a dict of tensors, numbers, strings, lists and dicts written with
+``torch.save`` and read with ``torch.load(weights_only=True)``, which refuses pickled
+code. Writes go to a temporary file that is flushed, fsync'd and renamed over the
+target, so a crash never leaves a half-written checkpoint in place.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["save_checkpoint", "load_checkpoint", "CheckpointError"]
+
+logger = logging.getLogger(__name__)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt, unsafe or from an incompatible run."""
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """Write ``state`` to ``path`` atomically (temporary file, fsync, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(state, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+    # Make the rename itself durable.
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+    logger.info("checkpoint written to %s", path)
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint without executing code.
+
+    Raises:
+        CheckpointError: if the file is missing, is not a checkpoint, or carries
+            pickled objects other than tensors and plain containers.
+    """
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(
+            f"refusing to load {path}: it contains pickled objects that are not plain "
+            f"tensors or containers (possibly code). Only load checkpoints from sources "
+            f"you trust; wmse checkpoints never need this. Detail: {error}"
+        ) from error
+    except (RuntimeError, EOFError, OSError) as error:
+        raise CheckpointError(f"{path} is not a readable checkpoint: {error}") from error
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise CheckpointError(f"{path} is not a wmse checkpoint (no model/config entries)")
+    return state

@@ -1,0 +1,255 @@
+"""Typed run configuration: one dataclass per concern, gathered in :class:`RunConfig`.
+
+Every field carries a ``help`` text in its metadata; the command line is generated from
+these, so the help you read in ``wmse train --help`` is the text written here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from wmse.augment import AugmentConfig
+
+__all__ = [
+    "DataConfig",
+    "ModelConfig",
+    "LossConfig",
+    "OptimConfig",
+    "EvalConfig",
+    "TrainConfig",
+    "RunConfig",
+    "ConfigError",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names it and the remedy."""
+
+
+def option(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse's name
+    """A dataclass field with help text for the command line."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class DataConfig:
+    dataset: str = option("fashion-mnist", "Dataset name.")
+    data_dir: str | None = option(
+        None,
+        "Folder with the dataset files; if they are not there, the default system "
+        "location is tried, then a download when online.",
+    )
+    train_subset: int | None = option(
+        None,
+        "Use only the first N training images (for quick trials and tests); the "
+        "evaluation uses the same N for its training split.",
+    )
+    test_subset: int | None = option(
+        None, "Use only the first N test images (for quick trials and tests)."
+    )
+
+
+@dataclass
+class ModelConfig:
+    arch: str = option("resnet18", "Encoder: resnet18, resnet34 or resnet50.")
+    width: int = option(
+        16,
+        "Channels of the first ResNet stage (64 = standard ResNet). The default 16 "
+        "fits a CPU budget; use 64 on a GPU to match the paper.",
+    )
+    stem_stride: int = option(
+        2,
+        "Stride of the 3x3 stem on small images. 2 makes every layer 4x cheaper (CPU "
+        "default); the paper uses 1.",
+    )
+    head_hidden: int = option(1024, "Hidden units of the projection head.")
+    embedding_dim: int = option(
+        64, "Embedding size D (the paper: 64 for CIFAR, 128 for larger datasets)."
+    )
+
+
+@dataclass
+class LossConfig:
+    method: str = option("wmse", "Self-supervised method; see `wmse.methods.METHODS`.")
+    views: int = option(
+        2,
+        "Views per image d (>= 2). The paper's W-MSE 4 (d=4) is its best variant; "
+        "it costs twice the compute per image of d=2.",
+    )
+    w_size: int = option(
+        128,
+        "Rows per whitening sub-batch; must divide the batch size and exceed the "
+        "embedding size (2x or more is advised).",
+    )
+    w_iter: int = option(
+        1,
+        "Independent batch slicings averaged per step; raise (e.g. 4) to stabilise "
+        "small sub-batches, at a small extra cost.",
+    )
+    w_eps: float = option(
+        0.0, "Covariance shrinkage towards identity; try 1e-4 if Cholesky fails."
+    )
+
+
+@dataclass
+class OptimConfig:
+    lr: float = option(2e-3, "Adam learning rate after warm-up (per step, not scaled).")
+    weight_decay: float = option(1e-6, "Adam weight decay (the paper: 1e-6).")
+    warmup_steps: int = option(500, "Steps of linear learning-rate warm-up.")
+    schedule: str = option(
+        "cosine",
+        "After warm-up: 'cosine' decay to zero, or 'step' (x0.2 at 50 and 25 epochs "
+        "before the end, the paper's schedule for its 1000-epoch runs).",
+    )
+    batch_size: int = option(256, "Images per step (each yields d views).")
+
+
+@dataclass
+class EvalConfig:
+    eval_every: int = option(
+        0, "Evaluate every N epochs during training (0: only at the end)."
+    )
+    knn_k: int = option(5, "Neighbours of the majority-vote k-NN classifier.")
+    knn_weighted_k: int = option(200, "Neighbours of the weighted k-NN classifier.")
+    knn_temperature: float = option(
+        0.07, "Temperature of the weighted k-NN's exp(cosine / T) weights."
+    )
+    linear_epochs: int = option(
+        100, "Epochs of the linear classifier on precomputed features."
+    )
+    linear_lr: float = option(1e-2, "Adam learning rate of the linear classifier.")
+    batch_size: int = option(1024, "Images per batch when extracting features.")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = option(
+        4,
+        "Training epochs; the default fits about ten minutes on 2 CPU cores. The "
+        "paper trains for 1000 (CIFAR) to 2000 (STL-10).",
+    )
+    max_steps: int | None = option(
+        None, "Stop after this many steps (overrides epochs; the schedule follows it)."
+    )
+    seed: int = option(0, "Seed of every random number generator.")
+    device: str = option("auto", "'auto' (CUDA if available), 'cpu' or 'cuda[:i]'.")
+    threads: int | None = option(
+        None, "CPU threads for torch (default: torch's choice, usually all cores)."
+    )
+    run_dir: str | None = option(
+        None, "Folder for this run's files (default: runs/<date>-<time>-<dataset>)."
+    )
+    checkpoint_every: int = option(
+        1, "Write a checkpoint every N epochs (and always at the end)."
+    )
+    log_every: int = option(
+        20, "Update the progress bar's loss every N steps (reads the loss back)."
+    )
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run; saved as JSON with every run and checkpoint."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
+        """Build from a nested dict, refusing unknown sections and keys.
+
+        Raises:
+            ConfigError: naming the unknown key, or the key with a value of the wrong type.
+        """
+        sections = {f.name: f.type for f in dataclasses.fields(cls)}
+        config = cls()
+        for section, entries in values.items():
+            if section not in sections:
+                raise ConfigError(
+                    f"unknown config section {section!r}; expected one of {sorted(sections)}"
+                )
+            target = getattr(config, section)
+            known = {f.name for f in dataclasses.fields(target)}
+            for key, value in entries.items():
+                if key not in known:
+                    raise ConfigError(
+                        f"unknown key {section}.{key}; expected one of {sorted(known)}"
+                    )
+                default = getattr(target, key)
+                setattr(target, key, coerce(f"{section}.{key}", value, default))
+        return config
+
+    def validate(self) -> None:
+        """Check the settings that would otherwise fail only after training starts.
+
+        Raises:
+            ConfigError: naming the bad value and the remedy.
+        """
+        loss, optim, model = self.loss, self.optim, self.model
+        if loss.views < 2:
+            raise ConfigError(f"loss.views (d) must be >= 2 (views are each other's positives), got {loss.views}")
+        if optim.batch_size < loss.w_size:
+            raise ConfigError(
+                f"batch size {optim.batch_size} is smaller than w_size {loss.w_size}; "
+                f"raise the batch size or lower w_size"
+            )
+        if optim.batch_size % loss.w_size:
+            raise ConfigError(
+                f"batch size {optim.batch_size} is not a multiple of w_size {loss.w_size}; "
+                f"every whitening sub-batch must be full"
+            )
+        if model.embedding_dim >= loss.w_size:
+            raise ConfigError(
+                f"embedding size {model.embedding_dim} must be smaller than w_size "
+                f"{loss.w_size} (the covariance would be singular); use w_size >= "
+                f"{2 * model.embedding_dim}"
+            )
+        if optim.schedule not in ("cosine", "step"):
+            raise ConfigError(f"optim.schedule must be 'cosine' or 'step', got {optim.schedule!r}")
+        if self.train.epochs < 1:
+            raise ConfigError(f"train.epochs must be >= 1, got {self.train.epochs}")
+        if optim.lr <= 0:
+            raise ConfigError(f"optim.lr must be positive, got {optim.lr}")
+        try:
+            self.augment.validate()
+        except ValueError as error:
+            raise ConfigError(f"augment: {error}") from error
+
+
+def coerce(name: str, value: Any, default: Any) -> Any:
+    """Convert a loaded value to the type of the field's default, or raise ConfigError."""
+    if value is None or default is None:
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(default, str):
+        if isinstance(value, str):
+            return value
+    elif isinstance(default, tuple):
+        if isinstance(value, (list, tuple)) and len(value) == len(default):
+            return tuple(float(item) for item in value)
+    else:
+        return value
+    raise ConfigError(
+        f"{name} must be of type {type(default).__name__} like its default "
+        f"{default!r}, got {value!r}"
+    )

@@ -1,0 +1,177 @@
+"""The W-MSE loss: batch slicing, whitening of every slice, and cosine MSE between views."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from wmse.whitening import check_block_shape, check_eps, whiten_unchecked
+
+__all__ = ["wmse_loss", "stack_views", "slice_permutations"]
+
+
+def stack_views(views: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    """Validate the views of a batch and stack them into one (d, N, D) tensor.
+
+    Args:
+        views: d tensors of shape (N, D), or one tensor of shape (d, N, D).
+
+    Returns:
+        Tensor of shape (d, N, D).
+
+    Raises:
+        ValueError: if there are fewer than 2 views, the views differ in shape or are not
+            2-D, or hold non-finite values (the message names the views and counts).
+    """
+    if isinstance(views, torch.Tensor):
+        if views.dim() != 3:
+            raise ValueError(
+                f"views as one tensor must have shape (d, N, D), got {tuple(views.shape)}"
+            )
+        stacked = views
+    else:
+        views = list(views)
+        if len(views) < 2:
+            raise ValueError(
+                f"W-MSE needs at least 2 views of each image, got {len(views)}; "
+                f"pass d >= 2 augmented views"
+            )
+        shapes = [tuple(view.shape) for view in views]
+        if any(len(shape) != 2 for shape in shapes) or len(set(shapes)) != 1:
+            raise ValueError(
+                f"every view must be a tensor of the same shape (N, D); got shapes {shapes}"
+            )
+        stacked = torch.stack(views)
+    if stacked.shape[0] < 2:
+        raise ValueError(
+            f"W-MSE needs at least 2 views of each image, got {stacked.shape[0]}; "
+            f"pass d >= 2 augmented views"
+        )
+
+    # Count non-finite values per view with one read-back: (d,)
+    bad_per_view = (~torch.isfinite(stacked)).flatten(1).sum(dim=1).tolist()
+    if any(bad_per_view):
+        details = ", ".join(
+            f"view {index}: {count}" for index, count in enumerate(bad_per_view) if count
+        )
+        raise ValueError(
+            f"embeddings hold non-finite values (NaN or inf) ({details}); the network "
+            f"diverged or its input is broken. Lower the learning rate or check the data."
+        )
+    return stacked
+
+
+def slice_permutations(
+    num_rows: int,
+    w_iter: int,
+    device: torch.device,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Draw ``w_iter`` independent random permutations of ``num_rows`` rows.
+
+    Drawn on the generator's device (the CPU when there is none) so that a given
+    generator gives the same permutations wherever the embeddings live.
+
+    Returns:
+        Long tensor of shape (w_iter, N) on ``device``.
+    """
+    draw_device = generator.device if generator is not None else torch.device("cpu")
+    keys = torch.rand(w_iter, num_rows, generator=generator, device=draw_device)
+    return keys.argsort(dim=1).to(device)
+
+
+def wmse_loss(
+    views: torch.Tensor | Sequence[torch.Tensor],
+    w_size: int,
+    w_iter: int = 1,
+    eps: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """W-MSE loss of Ermolov et al. (ICML 2021) between d views of N images.
+
+    For each of ``w_iter`` iterations a random permutation of the N images, shared by
+    all views, splits the batch into N / w_size sub-batches. Each view of each sub-batch
+    is whitened on its own (see :func:`wmse.whiten`); all of them go through a single
+    batched whitening call. The loss is ``2 - 2 * cos`` between the whitened embeddings
+    of the same image in two views (the MSE of their L2-normalised versions), averaged
+    over images, the d(d-1)/2 view pairs and the iterations. Gradients reach every view.
+
+    N must be a multiple of ``w_size``: every row is then whitened exactly once per
+    iteration, as in the paper. Other sizes raise an error rather than dropping rows.
+
+    Args:
+        views: d tensors of shape (N, D), or one tensor of shape (d, N, D); d >= 2.
+        w_size: Rows per whitening sub-batch (W); must divide N and exceed D
+            (2 * D or more is advised).
+        w_iter: How many independent slicings to average; more stabilises small
+            sub-batches at proportional cost.
+        eps: Covariance shrinkage passed to :func:`wmse.whiten`.
+        generator: Source of the random permutations, for reproducibility.
+
+    Returns:
+        Scalar tensor in [0, 4], float32 (float64 for float64 views).
+
+    Raises:
+        ValueError: for fewer than 2 views, mismatched shapes, non-finite embeddings,
+            N < w_size, N not a multiple of w_size, w_iter < 1, or W <= D
+            (:class:`wmse.WhiteningError`, a ValueError, for the whitening checks).
+
+    Example:
+        >>> gen = torch.Generator().manual_seed(0)
+        >>> base = torch.randn(256, 8, generator=gen)
+        >>> noisy = base + 1e-3 * torch.randn(256, 8, generator=gen)
+        >>> float(wmse_loss([base, noisy], w_size=64, generator=gen)) < 1e-3
+        True
+    """
+    stacked = stack_views(views)  # (d, N, D)
+    num_views, num_rows, dim = stacked.shape
+    check_slicing(num_rows, w_size, w_iter)
+    check_eps(eps)
+    check_block_shape(w_size, dim)
+
+    # One permutation per iteration, shared by all views: (w_iter, N)
+    perms = slice_permutations(num_rows, w_iter, stacked.device, generator)
+
+    # Gather and cut into sub-batches: (d, w_iter*N, D) -> (d, w_iter, N/W, W, D).
+    # index_select's backward is much cheaper on the CPU than advanced indexing's.
+    gathered = stacked.index_select(1, perms.flatten())
+    sliced = gathered.view(num_views, w_iter, num_rows // w_size, w_size, dim)
+
+    # Whiten every (view, iteration, sub-batch) block in one batched call.
+    white = whiten_unchecked(sliced, eps)
+    unit = F.normalize(white, dim=-1)  # (d, w_iter, N/W, W, D)
+
+    # Row r of every view is the same image, so pairs are aligned row by row. The sum
+    # of cosines over the d(d-1)/2 pairs equals (|sum_i u_i|^2 - d) / 2 for unit
+    # vectors u_i, which costs O(d) instead of O(d^2).
+    total = unit.sum(dim=0)  # (w_iter, N/W, W, D)
+    pair_cos_sum = (total.pow(2).sum(dim=-1) - num_views) / 2  # (w_iter, N/W, W)
+    num_pairs = num_views * (num_views - 1) / 2
+    mean_cos = pair_cos_sum.mean() / num_pairs
+    return 2.0 - 2.0 * mean_cos
+
+
+def check_slicing(num_rows: int, w_size: int, w_iter: int) -> None:
+    """Check that N rows can be cut into whole sub-batches of ``w_size`` rows.
+
+    Raises:
+        ValueError: naming N and w_size (or w_iter) when they do not fit.
+    """
+    if isinstance(w_size, bool) or not isinstance(w_size, int) or w_size < 2:
+        raise ValueError(f"w_size must be an integer >= 2, got {w_size!r}")
+    if isinstance(w_iter, bool) or not isinstance(w_iter, int) or w_iter < 1:
+        raise ValueError(f"w_iter must be an integer >= 1, got {w_iter!r}")
+    if num_rows < w_size:
+        raise ValueError(
+            f"batch of N={num_rows} images per view is smaller than the whitening "
+            f"sub-batch w_size={w_size}; use a batch size of at least {w_size} or a "
+            f"smaller w_size"
+        )
+    if num_rows % w_size:
+        raise ValueError(
+            f"batch of N={num_rows} images per view is not a multiple of w_size="
+            f"{w_size}; choose a batch size that w_size divides (e.g. "
+            f"{num_rows - num_rows % w_size} or {num_rows - num_rows % w_size + w_size})"
+        )

@@ -1,0 +1,29 @@
+"""W-MSE: whitened embeddings of the views of an image pulled together."""
+
+from __future__ import annotations
+
+import torch
+
+from wmse.loss import wmse_loss
+from wmse.methods.base import Method
+
+__all__ = ["WMSE"]
+
+
+class WMSE(Method):
+    """W-MSE d (d = ``config.loss.views``), with batch slicing by w_size and w_iter."""
+
+    name = "wmse"
+
+    def forward(
+        self, views: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        loss_config = self.config.loss
+        embeddings = self.embed(views)  # (d, N, D)
+        return wmse_loss(
+            embeddings,
+            w_size=loss_config.w_size,
+            w_iter=loss_config.w_iter,
+            eps=loss_config.w_eps,
+            generator=generator,
+        )
