@@ -23,6 +23,7 @@ from wmse.checkpoint import CheckpointError
 from wmse.config import ConfigError, RunConfig
 from wmse.data import DatasetError
 from wmse.evaluate import EvalResult
+from wmse.presets import list_presets, load_preset
 from wmse.train import TrainCallbacks, Trainer, default_run_dir, resume_trainer
 from wmse.whitening import WhiteningError
 
@@ -119,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train an encoder with W-MSE, then evaluate it. With no options: "
         "Fashion-MNIST, ResNet-18 at width 16, about ten minutes on 2 CPU cores.",
     )
+    train.add_argument("--preset", default=None,
+                       help="Start from a named recipe (`wmse presets` lists them); "
+                       "--config and other options override it.")
     train.add_argument("--config", type=Path, default=None,
                        help="TOML or JSON file of settings (sections as in config.json); "
                        "options given on the command line override it.")
@@ -126,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Continue the run in RUN_DIR from its latest checkpoint, with "
                        "its saved settings (other options are ignored).")
     add_config_options(train)
+
+    commands.add_parser("presets", help="List the named training recipes.")
 
     evaluate = commands.add_parser(
         "eval", help="Evaluate a saved checkpoint (k-NN, linear probe, effective rank)."
@@ -158,11 +164,21 @@ def load_config_file(path: Path) -> dict[str, Any]:
     return values.get("config", values)
 
 
+def merge(base: dict[str, dict[str, Any]], update: dict[str, Any]) -> None:
+    """Merge section dicts of ``update`` into ``base`` in place."""
+    for section, entries in update.items():
+        if not isinstance(entries, dict):
+            raise ConfigError(f"config section {section!r} must be a table, got {entries!r}")
+        base.setdefault(section, {}).update(entries)
+
+
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """Defaults, then the --config file, then command-line options."""
+    """Defaults, then the preset, then the --config file, then command-line options."""
     values: dict[str, dict[str, Any]] = {}
+    if args.preset is not None:
+        merge(values, load_preset(args.preset))
     if args.config is not None:
-        values = load_config_file(args.config)
+        merge(values, load_config_file(args.config))
     for key, value in vars(args).items():
         if "." in key:
             section, name = key.split(".")
@@ -206,6 +222,14 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_presets(args: argparse.Namespace) -> int:
+    presets = list_presets()
+    width = max(len(name) for name in presets)
+    for name, description in presets.items():
+        print(f"{name:<{width}}  {description}")
+    return 0
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from wmse.checkpoint import load_checkpoint
 
@@ -237,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    command = {"train": run_train, "eval": run_eval}[args.command]
+    command = {"train": run_train, "eval": run_eval, "presets": run_presets}[args.command]
     try:
         with logging_redirect_tqdm():
             return command(args)

@@ -61,6 +61,13 @@ class ModelConfig:
         "Channels of the first ResNet stage (64 = standard ResNet). The default 16 "
         "fits a CPU budget; use 64 on a GPU to match the paper.",
     )
+    stem: str = option(
+        "auto",
+        "First layers: 'small' (3x3 conv, no max-pool; CIFAR-style), 'small-maxpool' "
+        "(3x3 conv and max-pool; the paper's STL-10 and Tiny ImageNet), 'imagenet' "
+        "(7x7 stride-2 conv and max-pool), or 'auto' (small for images <= 32 px, "
+        "else imagenet).",
+    )
     stem_stride: int = option(
         2,
         "Stride of the 3x3 stem on small images. 2 makes every layer 4x cheaper (CPU "
@@ -74,7 +81,11 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    method: str = option("wmse", "Self-supervised method; see `wmse.methods.METHODS`.")
+    method: str = option(
+        "wmse",
+        "Self-supervised method: wmse, simclr (contrastive baseline), byol (EMA "
+        "target baseline) or nowhiten (the ablation that collapses).",
+    )
     views: int = option(
         2,
         "Views per image d (>= 2). The paper's W-MSE 4 (d=4) is its best variant; "
@@ -92,6 +103,12 @@ class LossConfig:
     )
     w_eps: float = option(
         0.0, "Covariance shrinkage towards identity; try 1e-4 if Cholesky fails."
+    )
+    temperature: float = option(
+        0.5, "SimCLR only: NT-Xent temperature (the paper's baseline: 0.5)."
+    )
+    byol_tau: float = option(
+        0.99, "BYOL only: initial target EMA rate, raised to 1 on a cosine schedule."
     )
 
 
@@ -128,7 +145,7 @@ class EvalConfig:
 @dataclass
 class TrainConfig:
     epochs: int = option(
-        4,
+        12,
         "Training epochs; the default fits about ten minutes on 2 CPU cores. The "
         "paper trains for 1000 (CIFAR) to 2000 (STL-10).",
     )
@@ -197,27 +214,22 @@ class RunConfig:
         Raises:
             ConfigError: naming the bad value and the remedy.
         """
-        loss, optim, model = self.loss, self.optim, self.model
+        loss, optim = self.loss, self.optim
         if loss.views < 2:
-            raise ConfigError(f"loss.views (d) must be >= 2 (views are each other's positives), got {loss.views}")
-        if optim.batch_size < loss.w_size:
             raise ConfigError(
-                f"batch size {optim.batch_size} is smaller than w_size {loss.w_size}; "
-                f"raise the batch size or lower w_size"
+                f"loss.views (d) must be >= 2 (the views of an image are each other's "
+                f"positives), got {loss.views}"
             )
-        if optim.batch_size % loss.w_size:
-            raise ConfigError(
-                f"batch size {optim.batch_size} is not a multiple of w_size {loss.w_size}; "
-                f"every whitening sub-batch must be full"
-            )
-        if model.embedding_dim >= loss.w_size:
-            raise ConfigError(
-                f"embedding size {model.embedding_dim} must be smaller than w_size "
-                f"{loss.w_size} (the covariance would be singular); use w_size >= "
-                f"{2 * model.embedding_dim}"
-            )
+        if loss.method == "wmse":
+            self.validate_whitening()
+        if loss.temperature <= 0:
+            raise ConfigError(f"loss.temperature must be positive, got {loss.temperature}")
+        if not 0 <= loss.byol_tau < 1:
+            raise ConfigError(f"loss.byol_tau must be in [0, 1), got {loss.byol_tau}")
         if optim.schedule not in ("cosine", "step"):
-            raise ConfigError(f"optim.schedule must be 'cosine' or 'step', got {optim.schedule!r}")
+            raise ConfigError(
+                f"optim.schedule must be 'cosine' or 'step', got {optim.schedule!r}"
+            )
         if self.train.epochs < 1:
             raise ConfigError(f"train.epochs must be >= 1, got {self.train.epochs}")
         if optim.lr <= 0:
@@ -226,6 +238,26 @@ class RunConfig:
             self.augment.validate()
         except ValueError as error:
             raise ConfigError(f"augment: {error}") from error
+
+    def validate_whitening(self) -> None:
+        """Batch size, w_size and embedding size must allow full, non-singular slices."""
+        batch_size, w_size = self.optim.batch_size, self.loss.w_size
+        dim = self.model.embedding_dim
+        if batch_size < w_size:
+            raise ConfigError(
+                f"batch size {batch_size} is smaller than w_size {w_size}; "
+                f"raise the batch size or lower w_size"
+            )
+        if batch_size % w_size:
+            raise ConfigError(
+                f"batch size {batch_size} is not a multiple of w_size {w_size}; "
+                f"every whitening sub-batch must be full"
+            )
+        if dim >= w_size:
+            raise ConfigError(
+                f"embedding size {dim} must be smaller than w_size {w_size} (the "
+                f"covariance would be singular); use w_size >= {2 * dim}"
+            )
 
 
 def coerce(name: str, value: Any, default: Any) -> Any:

@@ -13,6 +13,8 @@ __all__ = ["ResNetEncoder", "ProjectionHead", "build_encoder", "ARCHITECTURES"]
 
 logger = logging.getLogger(__name__)
 
+STEMS = ("small", "small-maxpool", "imagenet")
+
 # Block type and blocks per stage, as in torchvision.
 ARCHITECTURES: dict[str, tuple[type[BasicBlock | Bottleneck], list[int]]] = {
     "resnet18": (BasicBlock, [2, 2, 2, 2]),
@@ -24,7 +26,7 @@ ARCHITECTURES: dict[str, tuple[type[BasicBlock | Bottleneck], list[int]]] = {
 class ResNetEncoder(ResNet):
     """A torchvision ResNet with a configurable width and stem, without its classifier.
 
-    At ``width=64`` with the standard stem the parameter names and shapes are exactly
+    At ``width=64`` with the "imagenet" stem the parameter names and shapes are exactly
     those of ``torchvision.models.resnet18()`` (minus ``fc``), so weights move freely
     between the two. ``width`` scales every stage (64, 128, 256, 512 at width 64).
 
@@ -32,11 +34,12 @@ class ResNetEncoder(ResNet):
         arch: "resnet18", "resnet34" or "resnet50".
         in_channels: Image channels (1 for Fashion-MNIST, 3 for RGB).
         width: Channels of the first stage; 64 is the standard ResNet.
-        small_images: Use a 3x3 stem convolution and no max-pool, the usual change for
-            images of 32 px or less (the paper's CIFAR setting); otherwise the ImageNet
-            7x7 stride-2 stem with max-pool.
-        stem_stride: Stride of the 3x3 stem when ``small_images``; 2 quarters the cost
-            of every layer, a CPU-budget trade-off (the paper uses 1).
+        stem: "small" (3x3 convolution, no max-pool: the usual change for images of
+            32 px or less, the paper's CIFAR setting), "small-maxpool" (3x3
+            convolution followed by the max-pool: the paper's STL-10 and Tiny
+            ImageNet setting) or "imagenet" (7x7 stride-2 convolution and max-pool).
+        stem_stride: Stride of the 3x3 stem convolution; 2 quarters the cost of every
+            layer, a CPU-budget trade-off (the paper uses 1).
 
     Shapes:
         input (B, in_channels, H, W) float; output (B, feature_dim) with
@@ -48,13 +51,15 @@ class ResNetEncoder(ResNet):
         arch: str = "resnet18",
         in_channels: int = 3,
         width: int = 64,
-        small_images: bool = True,
+        stem: str = "small",
         stem_stride: int = 1,
     ) -> None:
         if arch not in ARCHITECTURES:
             raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(ARCHITECTURES)}")
         if width < 1 or width % 4:
             raise ValueError(f"width must be a positive multiple of 4, got {width}")
+        if stem not in STEMS:
+            raise ValueError(f"unknown stem {stem!r}; choose from {STEMS}")
         if stem_stride not in (1, 2):
             raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride}")
         block, layers = ARCHITECTURES[arch]
@@ -65,11 +70,12 @@ class ResNetEncoder(ResNet):
         super().__init__(block, layers)
 
         # Stem sized for the data: (B, C, H, W) -> (B, width, H', W')
-        if small_images:
+        if stem in ("small", "small-maxpool"):
             self.conv1 = nn.Conv2d(
                 in_channels, width, kernel_size=3, stride=stem_stride, padding=1, bias=False
             )
-            self.maxpool = nn.Identity()
+            if stem == "small":
+                self.maxpool = nn.Identity()
         else:
             self.conv1 = nn.Conv2d(
                 in_channels, width, kernel_size=7, stride=2, padding=3, bias=False
@@ -112,12 +118,17 @@ class ProjectionHead(nn.Sequential):
         )
 
 
-def build_encoder(image_size: int, in_channels: int, **kwargs: Any) -> ResNetEncoder:
-    """Build an encoder for images of ``image_size`` px, choosing the stem from the size.
+def build_encoder(
+    image_size: int, in_channels: int, stem: str = "auto", **kwargs: Any
+) -> ResNetEncoder:
+    """Build an encoder for images of ``image_size`` px.
 
-    Images of 32 px or less get the small-image stem (3x3 convolution, no max-pool).
+    With ``stem="auto"``, images of 32 px or less get the small-image stem (3x3
+    convolution, no max-pool) and larger ones the ImageNet stem.
     """
-    encoder = ResNetEncoder(in_channels=in_channels, small_images=image_size <= 32, **kwargs)
+    if stem == "auto":
+        stem = "small" if image_size <= 32 else "imagenet"
+    encoder = ResNetEncoder(in_channels=in_channels, stem=stem, **kwargs)
     num_params = sum(p.numel() for p in encoder.parameters())
     logger.info(
         "encoder %s width %d: %.2fM parameters, %d-d features",

@@ -94,6 +94,7 @@ def build_method(config: RunConfig, image_size: int, channels: int) -> Method:
         channels,
         arch=model.arch,
         width=model.width,
+        stem=model.stem,
         stem_stride=model.stem_stride,
     )
     head = ProjectionHead(encoder.feature_dim, model.head_hidden, model.embedding_dim)
@@ -133,7 +134,8 @@ class Trainer:
 
     Args:
         config: The run's configuration (validated here).
-        run_dir: Folder for config.json, metrics.jsonl, checkpoint.pt and eval.json.
+        run_dir: Folder for config.json, metrics.jsonl, checkpoint.pt and eval.json
+            (default: ``config.train.run_dir``, else runs/<date>-<time>-<dataset>-<method>).
         splits: Data to use; loaded from the configuration when omitted.
         callbacks: Progress hooks (the CLI's progress bar).
     """
@@ -141,7 +143,7 @@ class Trainer:
     def __init__(
         self,
         config: RunConfig,
-        run_dir: Path,
+        run_dir: Path | None = None,
         splits: DatasetSplits | None = None,
         callbacks: TrainCallbacks | None = None,
     ) -> None:
@@ -152,6 +154,8 @@ class Trainer:
                 f"more than 50 epochs, got {config.train.epochs}; use --schedule cosine"
             )
         self.config = config
+        if run_dir is None:
+            run_dir = Path(config.train.run_dir) if config.train.run_dir else default_run_dir(config)
         self.run_dir = run_dir
         self.callbacks = callbacks or TrainCallbacks()
         self.device = resolve_device(config.train.device)

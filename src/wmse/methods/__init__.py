@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from wmse.methods.base import Method
+from wmse.methods.byol import BYOL
+from wmse.methods.nowhiten import NoWhiten
+from wmse.methods.simclr import SimCLR
 from wmse.methods.wmse import WMSE
 
-__all__ = ["Method", "METHODS", "WMSE"]
+__all__ = ["Method", "METHODS", "WMSE", "SimCLR", "BYOL", "NoWhiten"]
 
 METHODS: dict[str, type[Method]] = {
     "wmse": WMSE,
+    "simclr": SimCLR,
+    "byol": BYOL,
+    "nowhiten": NoWhiten,
 }

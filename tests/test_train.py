@@ -1,0 +1,148 @@
+"""End to end on a slice of the real Fashion-MNIST files: train, checkpoint, resume, eval."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from wmse.checkpoint import CheckpointError, load_checkpoint
+from wmse.cli import main
+from wmse.config import ConfigError, RunConfig
+from wmse.train import TrainCallbacks, Trainer, resume_trainer
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_config(data_dir: Path, run_dir: Path, epochs: int = 2) -> RunConfig:
+    """Width-8 ResNet-18 on 1,024 images, batch 256, D = 16: seconds per epoch."""
+    config = RunConfig()
+    config.data.data_dir = str(data_dir)
+    config.model.width = 8
+    config.model.head_hidden = 64
+    config.model.embedding_dim = 16
+    config.loss.w_size = 64
+    config.optim.warmup_steps = 2
+    config.eval.linear_epochs = 5
+    config.eval.knn_weighted_k = 20
+    config.train.epochs = epochs
+    config.train.run_dir = str(run_dir)
+    config.train.threads = 2
+    return config
+
+
+class StopAfterEpoch(TrainCallbacks):
+    """Simulates a crash right after the checkpoint of epoch ``epoch``."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_end(self, metrics: dict) -> None:
+        if metrics["epoch"] == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_training_writes_checkpoint_metrics_and_eval(small_fashion_mnist: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = Trainer(tiny_config(small_fashion_mnist, run_dir)).fit()
+
+    # Metrics: one JSON line per epoch, with a finite loss below the collapse-free 2.
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert all(0 < r["loss"] < 2.0 for r in records)
+    assert records[-1]["step"] == 8
+
+    # Evaluation: accuracies in range, embeddings not collapsed.
+    saved = json.loads((run_dir / "eval.json").read_text())
+    assert saved["knn_top1"] == pytest.approx(result.knn_top1)
+    assert 10 < result.knn_top1 <= 100 and 10 < result.linear_top1 <= 100
+    assert result.linear_top5 >= result.linear_top1
+    assert result.effective_rank is not None and result.effective_rank > 2
+
+    # Run info: resolved config, seed and revision.
+    info = json.loads((run_dir / "config.json").read_text())
+    assert info["seed"] == 0 and info["revision"]
+    assert info["config"]["loss"]["w_size"] == 64
+
+    # The checkpoint loads safely and holds the whole state.
+    state = load_checkpoint(run_dir / "checkpoint.pt")
+    assert state["epoch"] == 2 and state["step"] == 8
+    assert {"model", "optimizer", "scheduler", "rng", "generators", "config"} <= set(state)
+
+
+def test_resume_continues_exactly(small_fashion_mnist: Path, tmp_path: Path) -> None:
+    # Reference: an uninterrupted two-epoch run.
+    whole = Trainer(tiny_config(small_fashion_mnist, tmp_path / "whole"))
+    whole.fit()
+
+    # Interrupted after epoch 1, then resumed from its checkpoint.
+    broken_dir = tmp_path / "broken"
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(tiny_config(small_fashion_mnist, broken_dir), callbacks=StopAfterEpoch(1)).fit()
+    assert load_checkpoint(broken_dir / "checkpoint.pt")["epoch"] == 1
+    resumed = resume_trainer(broken_dir)
+    assert resumed.state.epoch == 1 and resumed.state.step == 4
+    resumed.fit()
+
+    # Same weights as the uninterrupted run, and metrics that continue from epoch 2.
+    for name, value in whole.method.state_dict().items():
+        torch.testing.assert_close(resumed.method.state_dict()[name], value, rtol=0, atol=0, msg=name)
+    epochs = [json.loads(line)["epoch"] for line in (broken_dir / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]
+
+
+def test_cli_train_then_eval(small_fashion_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run_dir = tmp_path / "cli-run"
+    code = main([
+        "train", "--data-dir", str(small_fashion_mnist), "--width", "8", "--head-hidden", "64",
+        "--embedding-dim", "16", "--w-size", "64", "--epochs", "1", "--warmup-steps", "2",
+        "--linear-epochs", "3", "--knn-weighted-k", "20", "--run-dir", str(run_dir),
+        "--test-subset", "128",
+    ])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "k-NN top-1 (k=5)" in out and "test split (128 images)" in out
+
+    code = main(["eval", "--checkpoint", str(run_dir), "--test-subset", "64"])
+    out = capsys.readouterr().out
+    assert code == 0 and "linear top-1" in out
+    assert json.loads((run_dir / "eval-checkpoint.json").read_text())["epoch"] == 1
+
+
+def test_cli_bad_setting_is_one_line_before_work(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code = main(["train", "--batch-size", "200", "--run-dir", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip() == "wmse: error: batch size 200 is not a multiple of w_size 128; every whitening sub-batch must be full"
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_refuses_to_overwrite_a_run(small_fashion_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "checkpoint.pt").write_bytes(b"")
+    assert main(["train", "--run-dir", str(run_dir)]) == 2
+    assert "already holds a run; use --resume" in capsys.readouterr().err
+
+
+def test_dataset_smaller_than_a_batch(small_fashion_mnist: Path, tmp_path: Path) -> None:
+    config = tiny_config(small_fashion_mnist, tmp_path / "run")
+    config.data.train_subset = 100
+    with pytest.raises(ConfigError, match="has 100 images, fewer than one batch of 256"):
+        Trainer(config)
+
+
+def test_resume_without_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="does not exist"):
+        resume_trainer(tmp_path)
+
+
+def test_checkpoint_with_code_is_refused(tmp_path: Path) -> None:
+    class Payload:
+        def __reduce__(self):  # noqa: ANN204 - the classic pickle exploit shape
+            return (print, ("this ran",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {}, "config": {}, "x": Payload()}, path)
+    with pytest.raises(CheckpointError, match="refusing to load .*evil.pt"):
+        load_checkpoint(path)
