@@ -1,6 +1,8 @@
 """End to end on a slice of the real Fashion-MNIST files: train, checkpoint, resume, eval."""
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -9,7 +11,13 @@ import torch
 from wmse.checkpoint import CheckpointError, load_checkpoint
 from wmse.cli import main
 from wmse.config import ConfigError, RunConfig
-from wmse.train import TrainCallbacks, Trainer, resume_trainer
+from wmse.train import (
+    TrainCallbacks,
+    Trainer,
+    TrainingDiverged,
+    TrainingInterrupted,
+    resume_trainer,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -146,3 +154,59 @@ def test_checkpoint_with_code_is_refused(tmp_path: Path) -> None:
     torch.save({"model": {}, "config": {}, "x": Payload()}, path)
     with pytest.raises(CheckpointError, match="refusing to load .*evil.pt"):
         load_checkpoint(path)
+
+
+class SignalAtStep(TrainCallbacks):
+    """Sends SIGTERM to this process after step ``step``, as a scheduler would."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step(self, step: int, loss: float | None, images_per_s: float) -> None:
+        if step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_saves_mid_epoch_and_resume_is_exact(small_fashion_mnist: Path, tmp_path: Path) -> None:
+    whole = Trainer(tiny_config(small_fashion_mnist, tmp_path / "whole"))
+    whole.fit()
+
+    # SIGTERM in the middle of epoch 2 (steps 5-8): checkpoint at step 6, clean stop.
+    run_dir = tmp_path / "stopped"
+    with pytest.raises(TrainingInterrupted, match="--resume"):
+        Trainer(tiny_config(small_fashion_mnist, run_dir), callbacks=SignalAtStep(6)).fit()
+    state = load_checkpoint(run_dir / "checkpoint.pt")
+    assert (state["epoch"], state["step"], state["epoch_progress"]["batches_done"]) == (1, 6, 2)
+
+    resumed = resume_trainer(run_dir)
+    resumed.fit()
+    for name, value in whole.method.state_dict().items():
+        torch.testing.assert_close(resumed.method.state_dict()[name], value, rtol=0, atol=0, msg=name)
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_non_finite_loss_stops_with_step_and_causes(small_fashion_mnist: Path, tmp_path: Path) -> None:
+    config = tiny_config(small_fashion_mnist, tmp_path / "run")
+    config.optim.lr = 1e30  # diverges within a few steps
+    with pytest.raises(TrainingDiverged, match=r"non-finite training step \d+ .*--lr.*--w-eps.*--w-size"):
+        Trainer(config).fit()
+
+
+def test_nan_policy_skip_keeps_training(small_fashion_mnist: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    config = tiny_config(small_fashion_mnist, tmp_path / "run", epochs=1)
+    config.train.nan_policy = "skip"
+    trainer = Trainer(config)
+    original = trainer.method.forward
+    calls = {"count": 0}
+
+    def sometimes_nan(views, generator=None):  # noqa: ANN001, ANN202
+        calls["count"] += 1
+        loss = original(views, generator)
+        return loss * float("nan") if calls["count"] == 2 else loss
+
+    trainer.method.forward = sometimes_nan  # type: ignore[method-assign]
+    trainer.fit()
+    assert trainer.state.step == 4 and trainer.state.skipped_steps == 1
+    assert "Skipped (--nan-policy skip)" in caplog.text

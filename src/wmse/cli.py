@@ -24,7 +24,14 @@ from wmse.config import ConfigError, RunConfig
 from wmse.data import DatasetError
 from wmse.evaluate import EvalResult
 from wmse.presets import list_presets, load_preset
-from wmse.train import TrainCallbacks, Trainer, default_run_dir, resume_trainer
+from wmse.train import (
+    TrainCallbacks,
+    Trainer,
+    TrainingDiverged,
+    TrainingInterrupted,
+    default_run_dir,
+    resume_trainer,
+)
 from wmse.whitening import WhiteningError
 
 __all__ = ["main", "build_parser"]
@@ -133,6 +140,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("presets", help="List the named training recipes.")
 
+    compare = commands.add_parser(
+        "compare",
+        help="Train several presets under one budget; write a table and a plot.",
+        description="Train several presets (methods or settings) on one dataset under "
+        "the same budget and seeds, then write results.md (laid out like the paper's "
+        "Table 1) and knn_vs_time.png to --out.",
+    )
+    compare.add_argument("presets", nargs="+",
+                         help="Preset names to compare (`wmse presets` lists them).")
+    compare.add_argument("--minutes", type=float, default=None,
+                         help="Equal wall-clock training budget per run (default: each "
+                         "preset's own epochs).")
+    compare.add_argument("--seeds", type=int, nargs="+", default=[0],
+                         help="Seeds; more than one gives mean and std.")
+    compare.add_argument("--out", type=Path, default=None,
+                         help="Output folder (default runs/compare-<date>-<time>).")
+    compare.add_argument("--data-dir", default=None, help="Dataset folder.")
+
     evaluate = commands.add_parser(
         "eval", help="Evaluate a saved checkpoint (k-NN, linear probe, effective rank)."
     )
@@ -230,6 +255,25 @@ def run_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_compare(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from wmse.compare import CompareEntry, markdown_table, run_comparison
+
+    entries = []
+    for name in args.presets:
+        config = RunConfig.from_dict(load_preset(name))
+        if args.data_dir:
+            config.data.data_dir = args.data_dir
+        entries.append(CompareEntry(name, config))
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = args.out or Path("runs") / f"compare-{stamp}"
+    records = run_comparison(entries, out, args.minutes, tuple(args.seeds), ProgressBar)
+    print(markdown_table(records, args.minutes))
+    print(f"\nreport: {out / 'results.md'}, plot: {out / 'knn_vs_time.png'}")
+    return 0
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from wmse.checkpoint import load_checkpoint
 
@@ -261,7 +305,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    command = {"train": run_train, "eval": run_eval, "presets": run_presets}[args.command]
+    commands = {
+        "train": run_train, "eval": run_eval, "presets": run_presets, "compare": run_compare,
+    }
+    command = commands[args.command]
     try:
         with logging_redirect_tqdm():
             return command(args)
@@ -270,6 +317,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"wmse: error: {error}", file=sys.stderr)
         return 2
+    except TrainingDiverged as error:
+        print(f"wmse: error: {error}", file=sys.stderr)
+        return 1
+    except TrainingInterrupted as error:
+        print(f"wmse: {error}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("wmse: interrupted", file=sys.stderr)
         return 130

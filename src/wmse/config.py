@@ -87,9 +87,10 @@ class LossConfig:
         "target baseline) or nowhiten (the ablation that collapses).",
     )
     views: int = option(
-        2,
-        "Views per image d (>= 2). The paper's W-MSE 4 (d=4) is its best variant; "
-        "it costs twice the compute per image of d=2.",
+        4,
+        "Views per image d (>= 2): 4 is the paper's best variant (W-MSE 4), 2 is W-MSE "
+        "2, at half the compute per image. With the CPU defaults, d=4 for 6 epochs "
+        "beats d=2 for 12 epochs on k-NN in the same ten minutes.",
     )
     w_size: int = option(
         128,
@@ -145,8 +146,8 @@ class EvalConfig:
 @dataclass
 class TrainConfig:
     epochs: int = option(
-        12,
-        "Training epochs; the default fits about ten minutes on 2 CPU cores. The "
+        6,
+        "Training epochs; the default (with d=4) fits about ten minutes on 2 CPU cores. The "
         "paper trains for 1000 (CIFAR) to 2000 (STL-10).",
     )
     max_steps: int | None = option(
@@ -162,6 +163,11 @@ class TrainConfig:
     )
     checkpoint_every: int = option(
         1, "Write a checkpoint every N epochs (and always at the end)."
+    )
+    nan_policy: str = option(
+        "stop",
+        "What a non-finite loss or gradient does: 'stop' the run (the last good "
+        "checkpoint stays) or 'skip' the step with a warning.",
     )
     log_every: int = option(
         20, "Update the progress bar's loss every N steps (reads the loss back)."
@@ -229,6 +235,10 @@ class RunConfig:
         if optim.schedule not in ("cosine", "step"):
             raise ConfigError(
                 f"optim.schedule must be 'cosine' or 'step', got {optim.schedule!r}"
+            )
+        if self.train.nan_policy not in ("stop", "skip"):
+            raise ConfigError(
+                f"train.nan_policy must be 'stop' or 'skip', got {self.train.nan_policy!r}"
             )
         if self.train.epochs < 1:
             raise ConfigError(f"train.epochs must be >= 1, got {self.train.epochs}")

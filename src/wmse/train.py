@@ -6,10 +6,14 @@ prints; the command line turns the callbacks into a progress bar.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import signal
+import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +30,17 @@ from wmse.methods import METHODS, Method
 from wmse.models import ProjectionHead, build_encoder
 from wmse.reproducibility import code_revision, restore_rng_state, rng_state, seed_everything
 
-__all__ = ["Trainer", "TrainCallbacks", "build_method", "load_run_data", "resolve_device"]
+__all__ = [
+    "Trainer",
+    "TrainCallbacks",
+    "TrainingDiverged",
+    "TrainingInterrupted",
+    "build_method",
+    "load_run_data",
+    "resolve_device",
+    "resume_trainer",
+    "steps_for_budget",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -123,10 +137,27 @@ def warmup_then_decay(config: RunConfig, steps_per_epoch: int, total_steps: int)
 
 @dataclass
 class TrainState:
-    """Where a run stands; saved in every checkpoint."""
+    """Where a run stands; saved in every checkpoint.
+
+    A run interrupted mid-epoch keeps that epoch's image order and how many of its
+    batches are done, so that resuming replays exactly the remaining batches.
+    """
 
     epoch: int = 0  # epochs completed
-    step: int = 0  # optimizer steps completed
+    step: int = 0  # optimizer steps completed (skipped non-finite steps included)
+    epoch_order: torch.Tensor | None = None  # (N,) order of the epoch in progress
+    batches_done: int = 0  # batches of that epoch already trained
+    epoch_loss_sum: float = 0.0  # running sums of the epoch in progress
+    epoch_seconds: float = 0.0
+    skipped_steps: int = 0
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradients became non-finite (and the policy is to stop)."""
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT or SIGTERM arrived; a checkpoint was written and the run can resume."""
 
 
 class Trainer:
@@ -186,6 +217,7 @@ class Trainer:
         self.augment_generator = torch.Generator(self.device).manual_seed(seed + 1)
         self.slice_generator = torch.Generator(self.device).manual_seed(seed + 2)
         self.state = TrainState()
+        self.stop_signal: int | None = None
         self.revision = code_revision()
 
     def check_data_fits(self) -> None:
@@ -207,6 +239,13 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "epoch": self.state.epoch,
             "step": self.state.step,
+            "epoch_progress": {
+                "order": self.state.epoch_order,
+                "batches_done": self.state.batches_done,
+                "loss_sum": self.state.epoch_loss_sum,
+                "seconds": self.state.epoch_seconds,
+                "skipped_steps": self.state.skipped_steps,
+            },
             "rng": rng_state(),
             "generators": {
                 "order": self.order_generator.get_state(),
@@ -239,12 +278,25 @@ class Trainer:
             ) from error
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.state = TrainState(epoch=state["epoch"], step=state["step"])
+        progress = state["epoch_progress"]
+        self.state = TrainState(
+            epoch=state["epoch"],
+            step=state["step"],
+            epoch_order=progress["order"],
+            batches_done=progress["batches_done"],
+            epoch_loss_sum=progress["loss_sum"],
+            epoch_seconds=progress["seconds"],
+            skipped_steps=progress["skipped_steps"],
+        )
         restore_rng_state(state["rng"])
         self.order_generator.set_state(state["generators"]["order"])
         self.augment_generator.set_state(state["generators"]["augment"])
         self.slice_generator.set_state(state["generators"]["slice"])
-        logger.info("resumed at epoch %d, step %d", self.state.epoch, self.state.step)
+        self.drop_metrics_after(self.state.epoch)
+        logger.info(
+            "resumed at epoch %d, step %d (%d batches into the next epoch)",
+            self.state.epoch, self.state.step, self.state.batches_done,
+        )
 
     # ---------------------------------------------------------------------- training
 
@@ -270,46 +322,120 @@ class Trainer:
         return self.augmenter(images, self.config.loss.views, self.augment_generator)
 
     def train_step(self, indices: torch.Tensor) -> torch.Tensor:
-        """One optimizer step on the batch ``indices``; returns the loss (on device)."""
+        """One optimizer step on the batch ``indices``; returns the loss (on device).
+
+        A non-finite loss or gradient (or embeddings that cannot be whitened) stops
+        the run with :class:`TrainingDiverged`, or with ``nan_policy = "skip"`` skips
+        the update with a warning.
+        """
         views = self.batch_views(indices)
-        loss = self.method(views, self.slice_generator)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        try:
+            loss = self.method(views, self.slice_generator)
+            loss.backward()
+            # The total gradient norm is finite exactly when every gradient is.
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.method.parameters(), float("inf"))
+            problem = None
+            if not bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):
+                problem = f"loss {float(loss):.4g}, gradient norm {float(grad_norm):.4g}"
+        except ValueError as error:  # non-finite embeddings, failed Cholesky
+            loss, problem = torch.full((), float("nan"), device=self.device), str(error)
+
+        if problem is None:
+            self.optimizer.step()
+        else:
+            self.handle_divergence(problem)
         self.scheduler.step()
         self.state.step += 1
         self.method.after_step(self.state.step, self.total_steps)
         return loss.detach()
 
+    def handle_divergence(self, problem: str) -> None:
+        """Stop (default) or skip a step whose loss or gradients are not finite."""
+        message = (
+            f"non-finite training step {self.state.step + 1} (epoch {self.state.epoch + 1}):"
+            f" {problem.rstrip('.')}. Likely causes: a learning rate too high (--lr, now "
+            f"{self.config.optim.lr:g}), whitening without shrinkage (--w-eps, now "
+            f"{self.config.loss.w_eps:g}; try 1e-4), or a whitening sub-batch too small "
+            f"for the embedding size (--w-size {self.config.loss.w_size}, D = "
+            f"{self.config.model.embedding_dim})."
+        )
+        if self.config.train.nan_policy == "skip":
+            self.optimizer.zero_grad(set_to_none=True)
+            self.state.skipped_steps += 1
+            logger.warning("%s Skipped (--nan-policy skip).", message)
+            return
+        raise TrainingDiverged(
+            f"{message} The last good checkpoint is kept in {self.run_dir}; use "
+            f"--nan-policy skip to skip such steps instead."
+        )
+
     def run_epoch(self) -> dict[str, Any]:
-        """Train one epoch (or up to max_steps); returns its metrics record."""
+        """Train one epoch (or up to max_steps); returns its metrics record.
+
+        Continues a partly done epoch when the state holds one (after a resume).
+
+        Raises:
+            TrainingInterrupted: after saving a checkpoint, when SIGINT or SIGTERM
+                arrived during the epoch.
+        """
         batch_size, log_every = self.config.optim.batch_size, self.config.train.log_every
-        order = torch.randperm(len(self.splits.pretrain), generator=self.order_generator)
+        state = self.state
+        if state.epoch_order is None:
+            state.epoch_order = torch.randperm(len(self.splits.pretrain), generator=self.order_generator)
+            state.batches_done, state.epoch_loss_sum, state.epoch_seconds = 0, 0.0, 0.0
         loss_sum = torch.zeros((), device=self.device)
         steps, started = 0, time.perf_counter()
 
-        for batch_start in range(0, self.steps_per_epoch * batch_size, batch_size):
-            if self.state.step >= self.total_steps:
+        for batch in range(state.batches_done, self.steps_per_epoch):
+            if state.step >= self.total_steps:
                 break
-            loss = self.train_step(order[batch_start : batch_start + batch_size])
-            loss_sum += loss
+            indices = state.epoch_order[batch * batch_size : (batch + 1) * batch_size]
+            loss = self.train_step(indices)
+            loss_sum += loss.nan_to_num(0.0)
             steps += 1
+            state.batches_done = batch + 1
 
             # Reading the loss back synchronises the device, so only every log_every.
             elapsed = time.perf_counter() - started
             shown = float(loss) if steps % log_every == 0 or steps == 1 else None
-            self.callbacks.on_step(self.state.step, shown, steps * batch_size / elapsed)
+            self.callbacks.on_step(state.step, shown, steps * batch_size / elapsed)
 
+            if self.stop_signal is not None:
+                self.save_interrupted(float(loss_sum), time.perf_counter() - started)
+
+        # Close the epoch, counting what a resumed run did before the interruption.
         elapsed = time.perf_counter() - started
-        self.state.epoch += 1
+        total_steps = state.batches_done
+        total_loss = state.epoch_loss_sum + float(loss_sum)
+        total_seconds = state.epoch_seconds + elapsed
+        state.epoch += 1
+        state.epoch_order, state.batches_done = None, 0
+        state.epoch_loss_sum, state.epoch_seconds = 0.0, 0.0
         return {
-            "epoch": self.state.epoch,
-            "step": self.state.step,
-            "loss": float(loss_sum) / max(steps, 1),
+            "epoch": state.epoch,
+            "step": state.step,
+            "loss": total_loss / max(total_steps, 1),
             "lr": self.scheduler.get_last_lr()[0],
             "images_per_s": steps * batch_size / max(elapsed, 1e-9),
-            "epoch_seconds": elapsed,
+            "epoch_seconds": total_seconds,
+            "skipped_steps": state.skipped_steps,
         }
+
+    def save_interrupted(self, loss_sum: float, seconds: float) -> None:
+        """Checkpoint mid-epoch after a stop signal, then raise TrainingInterrupted."""
+        self.state.epoch_loss_sum += loss_sum
+        self.state.epoch_seconds += seconds
+        self.save()
+        raise TrainingInterrupted(
+            f"stopped by signal {self.stop_signal} at step {self.state.step}; checkpoint "
+            f"saved. Continue with: wmse train --resume {self.run_dir}"
+        )
+
+    def request_stop(self, signum: int, frame: object) -> None:
+        """Signal handler: finish the current step, save and stop."""
+        logger.warning("signal %d received: saving a checkpoint after this step", signum)
+        self.stop_signal = signum
 
     def fit(self) -> EvalResult:
         """Train to the end (from where a restored run stopped) and evaluate.
@@ -319,26 +445,41 @@ class Trainer:
         """
         if self.state.step == 0:
             self.write_run_info()
-        train = self.config.train
         self.callbacks.on_train_start(self.total_steps, self.state.step)
         self.method.train()
-
-        while self.state.step < self.total_steps:
-            record = self.run_epoch()
-            last = self.state.step >= self.total_steps
-            if train.checkpoint_every and self.state.epoch % train.checkpoint_every == 0 or last:
-                self.save()
-            every = self.config.eval.eval_every
-            if every and self.state.epoch % every == 0 and not last:
-                record.update(self.evaluate().as_dict())
-                self.method.train()
-            self.append_metrics(record)
-            self.callbacks.on_epoch_end(record)
-
+        with stop_signals_handled(self.request_stop):
+            self.train_epochs()
         self.callbacks.on_train_end()
         result = self.evaluate()
         self.write_eval(result)
         return result
+
+    def train_epochs(self) -> None:
+        """Epochs until the step budget is spent, with checkpoints and evaluations."""
+        train = self.config.train
+        while self.state.step < self.total_steps:
+            record = self.run_epoch()
+            last = self.state.step >= self.total_steps
+            every = self.config.eval.eval_every
+            if every and self.state.epoch % every == 0 and not last:
+                record.update(self.evaluate().as_dict())
+                self.method.train()
+
+            # Metrics first: a resume drops lines newer than its checkpoint.
+            self.append_metrics(record)
+            if train.checkpoint_every and self.state.epoch % train.checkpoint_every == 0 or last:
+                self.save()
+            self.callbacks.on_epoch_end(record)
+
+    def drop_metrics_after(self, epoch: int) -> None:
+        """Forget metrics lines of epochs the checkpoint does not include."""
+        path = self.run_dir / METRICS
+        if not path.exists():
+            return
+        lines = path.read_text().splitlines()
+        kept = [line for line in lines if line and json.loads(line)["epoch"] <= epoch]
+        if len(kept) != len(lines):
+            path.write_text("".join(line + "\n" for line in kept))
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         """Append one JSON line to metrics.jsonl."""
@@ -389,6 +530,50 @@ class Trainer:
             "test_images": len(self.splits.test),
         }
         (self.run_dir / EVAL).write_text(json.dumps(record, indent=2))
+
+
+@contextlib.contextmanager
+def stop_signals_handled(handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """Route SIGINT and SIGTERM to ``handler`` (main thread only), restoring after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def measure_step_seconds(
+    config: RunConfig, splits: DatasetSplits | None = None, steps: int = 10, warmup: int = 3
+) -> float:
+    """Median wall time of one training step with ``config`` on this machine.
+
+    Used to turn a wall-clock budget into a step count before a run starts, so that the
+    learning-rate schedule still completes within the budget. Writes no files.
+    """
+    trainer = Trainer(config, Path("unused-run-dir"), splits=splits)
+    batch_size = config.optim.batch_size
+    order = torch.randperm(len(trainer.splits.pretrain))
+    times = []
+    for step in range(warmup + steps):
+        start = (step * batch_size) % (len(order) - batch_size + 1)
+        started = time.perf_counter()
+        loss = trainer.train_step(order[start : start + batch_size])
+        float(loss)  # wait for the device
+        if step >= warmup:
+            times.append(time.perf_counter() - started)
+    return sorted(times)[len(times) // 2]
+
+
+def steps_for_budget(config: RunConfig, minutes: float, splits: DatasetSplits | None = None) -> int:
+    """How many steps of ``config`` fit in ``minutes`` of training on this machine."""
+    seconds = measure_step_seconds(config, splits)
+    steps = max(1, int(minutes * 60 / seconds))
+    logger.info("%.3f s/step: %d steps fit in %g minutes", seconds, steps, minutes)
+    return steps
 
 
 def default_run_dir(config: RunConfig) -> Path:
