@@ -20,7 +20,7 @@ import torch
 from wmse.augment import AugmentConfig, ViewAugmenter
 
 
-def median_ms(function, repeats: int, device: torch.device) -> float:  # noqa: ANN001
+def median_ms(function, repeats: int, device: torch.device) -> float:
     """Median wall time of ``function()`` in milliseconds, after two warm-up calls."""
     times = []
     for index in range(repeats + 2):
@@ -35,7 +35,7 @@ def median_ms(function, repeats: int, device: torch.device) -> float:  # noqa: A
     return sorted(times)[len(times) // 2]
 
 
-def kornia_pipeline(channels: int, size: int):  # noqa: ANN201
+def kornia_pipeline(channels: int, size: int):
     """kornia's equivalent of our views: crop, flip, jitter (p=0.8), normalise."""
     import kornia.augmentation as K
 
@@ -43,7 +43,9 @@ def kornia_pipeline(channels: int, size: int):  # noqa: ANN201
         K.RandomResizedCrop((size, size), scale=(0.2, 1.0)),
         K.RandomHorizontalFlip(),
         K.ColorJitter(0.4, 0.4, p=0.8),
-        K.Normalize(mean=torch.full((channels,), 0.5), std=torch.full((channels,), 0.25)),
+        K.Normalize(
+            mean=torch.full((channels,), 0.5), std=torch.full((channels,), 0.25)
+        ),
     )
 
 
@@ -59,18 +61,31 @@ def main() -> None:
     device = torch.device(args.device)
     shape = (args.images, args.channels, args.size, args.size)
     images = torch.randint(0, 256, shape, dtype=torch.uint8, device=device)
-    ours = ViewAugmenter(AugmentConfig(), (0.5,) * args.channels, (0.25,) * args.channels)
-    rows = [("wmse.augment.ViewAugmenter", median_ms(lambda: ours(images, 1), args.repeats, device))]
+    ours = ViewAugmenter(
+        AugmentConfig(), (0.5,) * args.channels, (0.25,) * args.channels
+    )
+    rows = [
+        (
+            "wmse.augment.ViewAugmenter",
+            median_ms(lambda: ours(images, 1), args.repeats, device),
+        )
+    ]
 
     try:
         pipeline = kornia_pipeline(args.channels, args.size).to(device)
-        rows.append(("kornia (crop, flip, jitter, normalise)",
-                     median_ms(lambda: pipeline(images.float() / 255), args.repeats, device)))
+        rows.append(
+            (
+                "kornia (crop, flip, jitter, normalise)",
+                median_ms(lambda: pipeline(images.float() / 255), args.repeats, device),
+            )
+        )
     except ImportError:
         rows.append(("kornia (not installed)", float("nan")))
 
-    print(f"\n{args.images} images of {args.channels}x{args.size}x{args.size} on {device}, "
-          f"torch threads {torch.get_num_threads()}\n")
+    print(
+        f"\n{args.images} images of {args.channels}x{args.size}x{args.size} on {device}, "
+        f"torch threads {torch.get_num_threads()}\n"
+    )
     print("| pipeline | median ms |")
     print("|---|---:|")
     for name, ms in rows:

@@ -23,7 +23,6 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-
 from wmse.config import RunConfig
 from wmse.evaluate import evaluate_features
 from wmse.train import Trainer, load_run_data, steps_for_budget
@@ -34,17 +33,33 @@ logger = logging.getLogger("benchmark")
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=8.0, help="Training budget.")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="Train exactly this many steps instead of timing a few steps "
+        "to fit --minutes (timing is off when the machine is busy).",
+    )
     parser.add_argument("--views", type=int, default=4, help="Views per image d.")
     parser.add_argument("--batch-size", type=int, default=256, help="Images per step.")
     parser.add_argument("--w-size", type=int, default=128, help="Whitening sub-batch.")
     parser.add_argument("--width", type=int, default=16, help="ResNet width.")
     parser.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate.")
     parser.add_argument("--seed", type=int, default=0, help="Seed.")
-    parser.add_argument("--eval-every", type=int, default=0, help="Evaluate every N epochs.")
-    parser.add_argument("--skip-baselines", action="store_true",
-                        help="Only train and evaluate the W-MSE encoder.")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="Run folder (default runs/bench-<time>-d<views>).")
+    parser.add_argument(
+        "--eval-every", type=int, default=0, help="Evaluate every N epochs."
+    )
+    parser.add_argument(
+        "--skip-baselines",
+        action="store_true",
+        help="Only train and evaluate the W-MSE encoder.",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="Run folder (default runs/bench-<time>-d<views>).",
+    )
     return parser.parse_args()
 
 
@@ -68,7 +83,9 @@ def raw_pixel_result(config: RunConfig) -> dict[str, float]:
     mean, std = splits.mean[0], splits.std[0]
     train = (splits.train.images.flatten(1).float() / 255 - mean) / std  # (M, 784)
     test = (splits.test.images.flatten(1).float() / 255 - mean) / std  # (Q, 784)
-    return evaluate_features(train, splits.train.labels, test, splits.test.labels).as_dict()
+    return evaluate_features(
+        train, splits.train.labels, test, splits.test.labels
+    ).as_dict()
 
 
 def main() -> None:
@@ -86,7 +103,7 @@ def main() -> None:
         rows["random encoder"] = untrained.evaluate().as_dict()
 
     # Budget -> steps, from the measured step time.
-    config.train.max_steps = steps_for_budget(config, args.minutes)
+    config.train.max_steps = args.steps or steps_for_budget(config, args.minutes)
     steps_per_epoch = 60000 // config.optim.batch_size
     config.train.epochs = -(-config.train.max_steps // steps_per_epoch)
     trainer = Trainer(config)
@@ -96,24 +113,42 @@ def main() -> None:
     result = trainer.fit().as_dict()
     train_seconds = time.perf_counter() - started
     steps = trainer.state.step
-    result.update({
-        "epochs_done": steps / trainer.steps_per_epoch,
-        "images_per_s": steps * config.optim.batch_size / train_seconds,
-        "wall_minutes": train_seconds / 60,
-    })
+    result.update(
+        {
+            "epochs_done": steps / trainer.steps_per_epoch,
+            "images_per_s": steps * config.optim.batch_size / train_seconds,
+            "wall_minutes": train_seconds / 60,
+        }
+    )
     rows[f"W-MSE d={args.views}"] = result
 
     # Report.
-    print(f"\nFashion-MNIST test split, budget {args.minutes:g} min, seed {args.seed}\n")
+    budget = f"{args.steps} steps" if args.steps else f"budget {args.minutes:g} min"
+    print(f"\nFashion-MNIST test split, {budget}, seed {args.seed}\n")
     print("| encoder | k-NN top-1 | linear top-1 | epochs | images/s | minutes |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, row in rows.items():
-        extra = (f"{row['epochs_done']:.1f} | {row['images_per_s']:.0f} | "
-                 f"{row['wall_minutes']:.1f}") if "epochs_done" in row else "- | - | -"
-        print(f"| {name} | {row['knn_top1']:.2f} | {row['linear_top1']:.2f} | {extra} |")
-    (run_dir / "benchmark.json").write_text(json.dumps(
-        {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows,
-         "revision": trainer.revision}, indent=2))
+        extra = (
+            (
+                f"{row['epochs_done']:.1f} | {row['images_per_s']:.0f} | "
+                f"{row['wall_minutes']:.1f}"
+            )
+            if "epochs_done" in row
+            else "- | - | -"
+        )
+        print(
+            f"| {name} | {row['knn_top1']:.2f} | {row['linear_top1']:.2f} | {extra} |"
+        )
+    (run_dir / "benchmark.json").write_text(
+        json.dumps(
+            {
+                "args": {k: str(v) for k, v in vars(args).items()},
+                "rows": rows,
+                "revision": trainer.revision,
+            },
+            indent=2,
+        )
+    )
     print(f"\nsaved to {run_dir / 'benchmark.json'}")
 
 

@@ -25,7 +25,7 @@ import torch
 from wmse.loss import wmse_loss
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reference_loss import reference_wmse_loss  # noqa: E402
+from reference_loss import reference_wmse_loss
 
 # (N images per view, d views, W rows per sub-batch, w_iter, D embedding size)
 SETTINGS = [

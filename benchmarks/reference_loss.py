@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["reference_wmse_loss", "reference_whiten", "reference_permutations"]
+__all__ = ["reference_permutations", "reference_whiten", "reference_wmse_loss"]
 
 
 def reference_permutations(

@@ -25,7 +25,9 @@ def write_fashion_mnist(folder: Path, train: int, test: int, compress: bool) -> 
             labels = read_idx(DEBIAN_DIR / f"{labels_stem}.gz")[:count]
         else:
             generator = torch.Generator().manual_seed(0)
-            images = torch.randint(0, 256, (count, 28, 28), generator=generator, dtype=torch.uint8)
+            images = torch.randint(
+                0, 256, (count, 28, 28), generator=generator, dtype=torch.uint8
+            )
             labels = torch.arange(count, dtype=torch.uint8) % 10
         write_idx(folder / f"{images_stem}{suffix}", images)
         write_idx(folder / f"{labels_stem}{suffix}", labels)

@@ -8,13 +8,20 @@ from wmse.augment import AugmentConfig, ViewAugmenter
 
 def images(count: int = 16, channels: int = 1, size: int = 28) -> torch.Tensor:
     generator = torch.Generator().manual_seed(0)
-    return torch.randint(0, 256, (count, channels, size, size), generator=generator, dtype=torch.uint8)
+    return torch.randint(
+        0, 256, (count, channels, size, size), generator=generator, dtype=torch.uint8
+    )
 
 
 def identity_config(**changes: object) -> AugmentConfig:
     """No randomness at all, except what ``changes`` switches on."""
-    config = AugmentConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0,
-                           jitter_p=0.0, grayscale_p=0.0)
+    config = AugmentConfig(
+        crop_scale=(1.0, 1.0),
+        crop_ratio=(1.0, 1.0),
+        flip_p=0.0,
+        jitter_p=0.0,
+        grayscale_p=0.0,
+    )
     for key, value in changes.items():
         setattr(config, key, value)
     return config
@@ -22,7 +29,9 @@ def identity_config(**changes: object) -> AugmentConfig:
 
 def test_identity_settings_reproduce_the_normalised_image() -> None:
     batch = images()
-    views = ViewAugmenter(identity_config(), mean=(0.5,), std=(0.25,))(batch, num_views=3)
+    views = ViewAugmenter(identity_config(), mean=(0.5,), std=(0.25,))(
+        batch, num_views=3
+    )
 
     expected = (batch.float() / 255 - 0.5) / 0.25
     for view in views:
@@ -31,9 +40,13 @@ def test_identity_settings_reproduce_the_normalised_image() -> None:
 
 def test_flip_mirrors_the_image() -> None:
     batch = images(4)
-    views = ViewAugmenter(identity_config(flip_p=1.0), (0.0,), (1.0,))(batch, num_views=2)
+    views = ViewAugmenter(identity_config(flip_p=1.0), (0.0,), (1.0,))(
+        batch, num_views=2
+    )
 
-    torch.testing.assert_close(views[0], batch.float().flip(-1) / 255, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        views[0], batch.float().flip(-1) / 255, atol=1e-5, rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -80,9 +93,17 @@ def test_zero_hue_rotation_is_identity() -> None:
 
 def test_crop_zooms_in() -> None:
     # A centred half-size crop of a horizontal ramp spans a narrower range of values.
-    ramp = torch.linspace(0, 255, 32).round().to(torch.uint8).view(1, 1, 1, 32).expand(1, 1, 32, 32)
+    ramp = (
+        torch.linspace(0, 255, 32)
+        .round()
+        .to(torch.uint8)
+        .view(1, 1, 1, 32)
+        .expand(1, 1, 32, 32)
+    )
     config = identity_config(crop_scale=(0.25, 0.25))
-    view = ViewAugmenter(config, (0.0,), (1.0,))(ramp.contiguous(), num_views=1)[0, 0, 0]
+    view = ViewAugmenter(config, (0.0,), (1.0,))(ramp.contiguous(), num_views=1)[
+        0, 0, 0
+    ]
 
     spread = float(view.max() - view.min())
     assert 0.3 < spread < 0.7

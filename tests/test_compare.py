@@ -30,13 +30,21 @@ def tiny(method: str, data_dir: Path, views: int = 2) -> RunConfig:
     return config
 
 
-def test_comparison_writes_table_plot_and_curves(small_fashion_mnist: Path, tmp_path: Path) -> None:
-    entries = [CompareEntry("W-MSE 2", tiny("wmse", small_fashion_mnist)),
-               CompareEntry("nowhiten", tiny("nowhiten", small_fashion_mnist))]
+def test_comparison_writes_table_plot_and_curves(
+    small_fashion_mnist: Path, tmp_path: Path
+) -> None:
+    entries = [
+        CompareEntry("W-MSE 2", tiny("wmse", small_fashion_mnist)),
+        CompareEntry("nowhiten", tiny("nowhiten", small_fashion_mnist)),
+    ]
     records = run_comparison(entries, tmp_path / "out", seeds=(0, 1))
 
     assert [(r["label"], r["seed"]) for r in records] == [
-        ("W-MSE 2", 0), ("W-MSE 2", 1), ("nowhiten", 0), ("nowhiten", 1)]
+        ("W-MSE 2", 0),
+        ("W-MSE 2", 1),
+        ("nowhiten", 0),
+        ("nowhiten", 1),
+    ]
     # The periodic evaluation after epoch 1, then the final one, in time order.
     curve = records[0]["knn_curve"]
     assert len(curve) == 2 and curve[0][0] < curve[1][0]
@@ -48,8 +56,16 @@ def test_comparison_writes_table_plot_and_curves(small_fashion_mnist: Path, tmp_
 
 
 def test_markdown_table_layout() -> None:
-    record = {"label": "x", "seed": 0, "linear_top1": 80.0, "linear_top5": 99.0, "knn_top1": 79.0,
-              "effective_rank": 20.0, "images_per_s": 1000.0, "epochs": 3.0}
+    record = {
+        "label": "x",
+        "seed": 0,
+        "linear_top1": 80.0,
+        "linear_top5": 99.0,
+        "knn_top1": 79.0,
+        "effective_rank": 20.0,
+        "images_per_s": 1000.0,
+        "epochs": 3.0,
+    }
     lines = markdown_table([record], 8).splitlines()
     assert lines[0].startswith("Budget: 8 min")
     assert lines[-1] == "| x | 80.00 | 99.00 | 79.00 | 20.00 | 1000 | 3.0 |"

@@ -33,12 +33,19 @@ def test_from_dict_errors(values: dict, message: str) -> None:
         ("loss", "views", 1, r"views \(d\) must be >= 2.*got 1"),
         ("optim", "batch_size", 64, "batch size 64 is smaller than w_size 128"),
         ("optim", "batch_size", 320, "batch size 320 is not a multiple of w_size 128"),
-        ("model", "embedding_dim", 128, r"embedding size 128 must be smaller than w_size 128.*>= 256"),
+        (
+            "model",
+            "embedding_dim",
+            128,
+            r"embedding size 128 must be smaller than w_size 128.*>= 256",
+        ),
         ("optim", "schedule", "linear", "schedule must be 'cosine' or 'step'"),
         ("augment", "flip_p", 2.0, "augment: flip_p is a probability"),
     ],
 )
-def test_validate_names_the_bad_value(section: str, key: str, value: object, message: str) -> None:
+def test_validate_names_the_bad_value(
+    section: str, key: str, value: object, message: str
+) -> None:
     config = RunConfig()
     setattr(getattr(config, section), key, value)
     with pytest.raises(ConfigError, match=message):

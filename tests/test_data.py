@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import write_fashion_mnist
+
 from wmse.data import DatasetError, load_dataset
 from wmse.data.fashion_mnist import FILES, load_fashion_mnist
 from wmse.data.idx import read_idx, write_idx
@@ -29,7 +29,9 @@ def test_truncated_idx_is_named(tmp_path: Path) -> None:
     write_idx(tmp_path / "images", torch.zeros(10, 28, 28, dtype=torch.uint8))
     data = (tmp_path / "images").read_bytes()
     (tmp_path / "images").write_bytes(data[:-100])
-    with pytest.raises(DatasetError, match=r"images: IDX header says shape \(10, 28, 28\).*truncated"):
+    with pytest.raises(
+        DatasetError, match=r"images: IDX header says shape \(10, 28, 28\).*truncated"
+    ):
         read_idx(tmp_path / "images")
 
 
@@ -46,7 +48,9 @@ def test_corrupt_gzip_is_named(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("compress", [True, False])
-def test_loader_reads_a_folder(tmp_path: Path, no_system_dataset: None, compress: bool) -> None:
+def test_loader_reads_a_folder(
+    tmp_path: Path, no_system_dataset: None, compress: bool
+) -> None:
     write_fashion_mnist(tmp_path, train=64, test=32, compress=compress)
     splits = load_fashion_mnist(tmp_path, download_ok=False)
 
@@ -59,7 +63,9 @@ def test_loader_reads_a_folder(tmp_path: Path, no_system_dataset: None, compress
 
 
 def test_torchvision_layout_is_found(tmp_path: Path, no_system_dataset: None) -> None:
-    write_fashion_mnist(tmp_path / "FashionMNIST" / "raw", train=16, test=16, compress=False)
+    write_fashion_mnist(
+        tmp_path / "FashionMNIST" / "raw", train=16, test=16, compress=False
+    )
     assert len(load_fashion_mnist(tmp_path, download_ok=False).train) == 16
 
 
@@ -75,8 +81,13 @@ def test_real_files_match_known_values() -> None:
     assert abs(splits.train.images.float().mean().item() / 255 - splits.mean[0]) < 1e-3
 
 
-def test_missing_files_say_where_to_put_them(tmp_path: Path, no_system_dataset: None) -> None:
-    with pytest.raises(DatasetError, match=r"not found in .*apt-get install dataset-fashion-mnist.*train-images-idx3-ubyte"):
+def test_missing_files_say_where_to_put_them(
+    tmp_path: Path, no_system_dataset: None
+) -> None:
+    with pytest.raises(
+        DatasetError,
+        match=r"not found in .*apt-get install dataset-fashion-mnist.*train-images-idx3-ubyte",
+    ):
         load_fashion_mnist(tmp_path, download_ok=False)
 
 

@@ -26,13 +26,19 @@ def test_tie_goes_to_the_nearest_neighbour() -> None:
     assert knn_majority(train, labels, torch.tensor([[0.0]]), k=4).tolist() == [2]
 
     # Mirror the classes: the answer follows the nearest neighbour.
-    assert knn_majority(train, torch.tensor([1, 2, 1, 2, 0]), torch.tensor([[0.0]]), k=4).tolist() == [1]
+    assert knn_majority(
+        train, torch.tensor([1, 2, 1, 2, 0]), torch.tensor([[0.0]]), k=4
+    ).tolist() == [1]
 
 
 def test_weighted_knn_prefers_close_neighbours() -> None:
-    train = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.1, 1.0]]), dim=1)
+    train = torch.nn.functional.normalize(
+        torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.1, 1.0]]), dim=1
+    )
     labels = torch.tensor([0, 1, 1])
-    scores = knn_weighted(train, labels, torch.tensor([[1.0, 0.05]]), k=3, temperature=0.07)
+    scores = knn_weighted(
+        train, labels, torch.tensor([[1.0, 0.05]]), k=3, temperature=0.07
+    )
     assert scores.argmax(dim=1).tolist() == [0]
 
 
@@ -63,7 +69,9 @@ def test_evaluate_features_on_clustered_data() -> None:
     train = centres[train_labels] + torch.randn(200, 16, generator=generator)
     test = centres[test_labels] + torch.randn(40, 16, generator=generator)
 
-    result = evaluate_features(train, train_labels, test, test_labels, weighted_k=20, linear_epochs=20)
+    result = evaluate_features(
+        train, train_labels, test, test_labels, weighted_k=20, linear_epochs=20
+    )
     assert result.knn_top1 == 100.0
     assert result.knn_weighted_top1 == 100.0
     assert result.linear_top1 == 100.0 and result.linear_top5 == 100.0

@@ -6,7 +6,9 @@ import torch
 from wmse import WhiteningError, wmse_loss
 
 
-def embeddings(num_views: int, rows: int, dim: int, seed: int = 0) -> list[torch.Tensor]:
+def embeddings(
+    num_views: int, rows: int, dim: int, seed: int = 0
+) -> list[torch.Tensor]:
     """``num_views`` independent Gaussian views: list of (N, D)."""
     generator = torch.Generator().manual_seed(seed)
     return [torch.randn(rows, dim, generator=generator) for _ in range(num_views)]
@@ -53,7 +55,9 @@ def test_loss_is_the_mean_of_pairwise_cosine_terms() -> None:
     pairs = [(0, 1), (0, 2), (1, 2)]
     expected = sum(2 - 2 * (white[i] * white[j]).sum(1).mean() for i, j in pairs) / 3
 
-    torch.testing.assert_close(wmse_loss(views, w_size=64), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        wmse_loss(views, w_size=64), expected, rtol=1e-5, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("num_views", [2, 4])
@@ -69,7 +73,9 @@ def test_every_view_gets_gradients(num_views: int) -> None:
 def test_tensor_and_list_forms_agree() -> None:
     views = embeddings(4, 256, 8)
     from_list = wmse_loss(views, w_size=64, w_iter=3, generator=seeded(7))
-    from_tensor = wmse_loss(torch.stack(views), w_size=64, w_iter=3, generator=seeded(7))
+    from_tensor = wmse_loss(
+        torch.stack(views), w_size=64, w_iter=3, generator=seeded(7)
+    )
 
     torch.testing.assert_close(from_list, from_tensor)
 
@@ -98,7 +104,9 @@ def test_fewer_than_two_views() -> None:
 
 def test_views_of_different_shapes() -> None:
     views = [torch.randn(128, 4), torch.randn(128, 5)]
-    with pytest.raises(ValueError, match=r"same shape \(N, D\); got shapes \[\(128, 4\), \(128, 5\)\]"):
+    with pytest.raises(
+        ValueError, match=r"same shape \(N, D\); got shapes \[\(128, 4\), \(128, 5\)\]"
+    ):
         wmse_loss(views, w_size=64)
 
 
@@ -111,12 +119,16 @@ def test_non_finite_values_name_the_view_and_count() -> None:
 
 
 def test_batch_smaller_than_w_size() -> None:
-    with pytest.raises(ValueError, match="N=100 images per view is smaller than .*w_size=128"):
+    with pytest.raises(
+        ValueError, match="N=100 images per view is smaller than .*w_size=128"
+    ):
         wmse_loss(embeddings(2, 100, 4), w_size=128)
 
 
 def test_batch_not_a_multiple_of_w_size() -> None:
-    with pytest.raises(ValueError, match=r"N=200 .*not a multiple of w_size=128.*\(e\.g\. 128 or 256\)"):
+    with pytest.raises(
+        ValueError, match=r"N=200 .*not a multiple of w_size=128.*\(e\.g\. 128 or 256\)"
+    ):
         wmse_loss(embeddings(2, 200, 4), w_size=128)
 
 
@@ -139,7 +151,9 @@ def test_cholesky_failure_from_the_loss() -> None:
 
 @pytest.mark.parametrize("w_iter", [0, -1, 1.5])
 def test_bad_w_iter(w_iter: object) -> None:
-    with pytest.raises(ValueError, match=f"w_iter must be an integer >= 1, got {w_iter}"):
+    with pytest.raises(
+        ValueError, match=f"w_iter must be an integer >= 1, got {w_iter}"
+    ):
         wmse_loss(embeddings(2, 128, 4), w_size=64, w_iter=w_iter)  # type: ignore[arg-type]
 
 

@@ -7,7 +7,10 @@ import torchvision
 from wmse.models import ProjectionHead, ResNetEncoder, build_encoder
 
 
-@pytest.mark.parametrize("arch,width,features", [("resnet18", 16, 128), ("resnet34", 8, 64), ("resnet50", 8, 256)])
+@pytest.mark.parametrize(
+    "arch,width,features",
+    [("resnet18", 16, 128), ("resnet34", 8, 64), ("resnet50", 8, 256)],
+)
 def test_feature_size(arch: str, width: int, features: int) -> None:
     encoder = ResNetEncoder(arch, in_channels=1, width=width)
     out = encoder(torch.randn(2, 1, 28, 28))
@@ -16,7 +19,9 @@ def test_feature_size(arch: str, width: int, features: int) -> None:
 
 
 def test_width_64_matches_torchvision_resnet18_names_and_shapes() -> None:
-    ours = ResNetEncoder("resnet18", in_channels=3, width=64, stem="imagenet").state_dict()
+    ours = ResNetEncoder(
+        "resnet18", in_channels=3, width=64, stem="imagenet"
+    ).state_dict()
     theirs = torchvision.models.resnet18().state_dict()
     theirs = {k: v for k, v in theirs.items() if not k.startswith("fc.")}
 
@@ -50,12 +55,15 @@ def test_head_shape_and_batchnorm() -> None:
     assert isinstance(head[1], torch.nn.BatchNorm1d)
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"arch": "vgg"}, "unknown architecture 'vgg'"),
-    ({"width": 10}, "multiple of 4, got 10"),
-    ({"stem_stride": 3}, "stem_stride must be 1 or 2, got 3"),
-    ({"stem": "big"}, "unknown stem 'big'"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"arch": "vgg"}, "unknown architecture 'vgg'"),
+        ({"width": 10}, "multiple of 4, got 10"),
+        ({"stem_stride": 3}, "stem_stride must be 1 or 2, got 3"),
+        ({"stem": "big"}, "unknown stem 'big'"),
+    ],
+)
 def test_bad_encoder_settings(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ResNetEncoder(**kwargs)

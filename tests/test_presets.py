@@ -9,38 +9,66 @@ from wmse.presets import list_presets, load_preset
 from wmse.train import Trainer
 
 # Image shape of each preset's dataset: (channels, side).
-SHAPES = {"fashion-mnist": (1, 28), "cifar10": (3, 32), "cifar100": (3, 32),
-          "stl10": (3, 64), "tiny-imagenet": (3, 64)}
+SHAPES = {
+    "fashion-mnist": (1, 28),
+    "cifar10": (3, 32),
+    "cifar100": (3, 32),
+    "stl10": (3, 64),
+    "tiny-imagenet": (3, 64),
+}
 
 
 def tiny_splits(name: str, count: int) -> DatasetSplits:
     """Random uint8 images of the dataset's shape, 10 classes."""
     channels, side = SHAPES[name]
     generator = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (count, channels, side, side), dtype=torch.uint8, generator=generator)
+    images = torch.randint(
+        0, 256, (count, channels, side, side), dtype=torch.uint8, generator=generator
+    )
     data = ImageDataset(images, torch.arange(count) % 10)
-    return DatasetSplits(name, data, data, data.subset(32), [str(i) for i in range(10)],
-                         (0.5,) * channels, (0.25,) * channels)
+    return DatasetSplits(
+        name,
+        data,
+        data,
+        data.subset(32),
+        [str(i) for i in range(10)],
+        (0.5,) * channels,
+        (0.25,) * channels,
+    )
 
 
 def test_every_dataset_and_method_has_presets() -> None:
     names = set(list_presets())
     for dataset in ("cifar10", "cifar100", "stl10", "tiny-imagenet"):
         assert {f"{dataset}-{m}" for m in ("wmse2", "wmse4", "simclr", "byol")} <= names
-    assert {f"fashion-mnist-{m}" for m in ("wmse2", "wmse4", "simclr", "byol", "nowhiten")} <= names
+    assert {
+        f"fashion-mnist-{m}" for m in ("wmse2", "wmse4", "simclr", "byol", "nowhiten")
+    } <= names
     assert all(description for description in list_presets().values())
 
 
 def test_paper_recipe_values() -> None:
     config = RunConfig.from_dict(load_preset("cifar10-wmse4"))
-    assert (config.loss.views, config.optim.batch_size, config.loss.w_size) == (4, 256, 128)
-    assert (config.optim.lr, config.model.embedding_dim, config.train.epochs) == (3e-3, 64, 1000)
+    assert (config.loss.views, config.optim.batch_size, config.loss.w_size) == (
+        4,
+        256,
+        128,
+    )
+    assert (config.optim.lr, config.model.embedding_dim, config.train.epochs) == (
+        3e-3,
+        64,
+        1000,
+    )
     stl = RunConfig.from_dict(load_preset("stl10-wmse2"))
-    assert (stl.loss.w_size, stl.loss.w_iter, stl.model.stem) == (256, 4, "small-maxpool")
+    assert (stl.loss.w_size, stl.loss.w_iter, stl.model.stem) == (
+        256,
+        4,
+        "small-maxpool",
+    )
 
 
 @pytest.mark.parametrize("name", sorted(list_presets()))
-def test_preset_runs_one_step(name: str, tmp_path) -> None:  # noqa: ANN001
+def test_preset_runs_one_step(name: str, tmp_path) -> None:
     config = RunConfig.from_dict(load_preset(name))
     config.validate()
 
@@ -59,5 +87,7 @@ def test_preset_runs_one_step(name: str, tmp_path) -> None:  # noqa: ANN001
 
 
 def test_unknown_preset_lists_the_names() -> None:
-    with pytest.raises(ConfigError, match="unknown preset 'cifar11-wmse2'.*cifar10-wmse2"):
+    with pytest.raises(
+        ConfigError, match="unknown preset 'cifar11-wmse2'.*cifar10-wmse2"
+    ):
         load_preset("cifar11-wmse2")

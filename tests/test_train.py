@@ -50,12 +50,17 @@ class StopAfterEpoch(TrainCallbacks):
             raise KeyboardInterrupt
 
 
-def test_training_writes_checkpoint_metrics_and_eval(small_fashion_mnist: Path, tmp_path: Path) -> None:
+def test_training_writes_checkpoint_metrics_and_eval(
+    small_fashion_mnist: Path, tmp_path: Path
+) -> None:
     run_dir = tmp_path / "run"
     result = Trainer(tiny_config(small_fashion_mnist, run_dir)).fit()
 
     # Metrics: one JSON line per epoch, with a finite loss below the collapse-free 2.
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    records = [
+        json.loads(line)
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
     assert [r["epoch"] for r in records] == [1, 2]
     assert all(0 < r["loss"] < 2.0 for r in records)
     assert records[-1]["step"] == 8
@@ -75,7 +80,9 @@ def test_training_writes_checkpoint_metrics_and_eval(small_fashion_mnist: Path, 
     # The checkpoint loads safely and holds the whole state.
     state = load_checkpoint(run_dir / "checkpoint.pt")
     assert state["epoch"] == 2 and state["step"] == 8
-    assert {"model", "optimizer", "scheduler", "rng", "generators", "config"} <= set(state)
+    assert {"model", "optimizer", "scheduler", "rng", "generators", "config"} <= set(
+        state
+    )
 
 
 def test_resume_continues_exactly(small_fashion_mnist: Path, tmp_path: Path) -> None:
@@ -86,7 +93,9 @@ def test_resume_continues_exactly(small_fashion_mnist: Path, tmp_path: Path) -> 
     # Interrupted after epoch 1, then resumed from its checkpoint.
     broken_dir = tmp_path / "broken"
     with pytest.raises(KeyboardInterrupt):
-        Trainer(tiny_config(small_fashion_mnist, broken_dir), callbacks=StopAfterEpoch(1)).fit()
+        Trainer(
+            tiny_config(small_fashion_mnist, broken_dir), callbacks=StopAfterEpoch(1)
+        ).fit()
     assert load_checkpoint(broken_dir / "checkpoint.pt")["epoch"] == 1
     resumed = resume_trainer(broken_dir)
     assert resumed.state.epoch == 1 and resumed.state.step == 4
@@ -94,19 +103,47 @@ def test_resume_continues_exactly(small_fashion_mnist: Path, tmp_path: Path) -> 
 
     # Same weights as the uninterrupted run, and metrics that continue from epoch 2.
     for name, value in whole.method.state_dict().items():
-        torch.testing.assert_close(resumed.method.state_dict()[name], value, rtol=0, atol=0, msg=name)
-    epochs = [json.loads(line)["epoch"] for line in (broken_dir / "metrics.jsonl").read_text().splitlines()]
+        torch.testing.assert_close(
+            resumed.method.state_dict()[name], value, rtol=0, atol=0, msg=name
+        )
+    epochs = [
+        json.loads(line)["epoch"]
+        for line in (broken_dir / "metrics.jsonl").read_text().splitlines()
+    ]
     assert epochs == [1, 2]
 
 
-def test_cli_train_then_eval(small_fashion_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_cli_train_then_eval(
+    small_fashion_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     run_dir = tmp_path / "cli-run"
-    code = main([
-        "train", "--data-dir", str(small_fashion_mnist), "--width", "8", "--head-hidden", "64",
-        "--embedding-dim", "16", "--w-size", "64", "--epochs", "1", "--warmup-steps", "2",
-        "--linear-epochs", "3", "--knn-weighted-k", "20", "--run-dir", str(run_dir),
-        "--test-subset", "128",
-    ])
+    code = main(
+        [
+            "train",
+            "--data-dir",
+            str(small_fashion_mnist),
+            "--width",
+            "8",
+            "--head-hidden",
+            "64",
+            "--embedding-dim",
+            "16",
+            "--w-size",
+            "64",
+            "--epochs",
+            "1",
+            "--warmup-steps",
+            "2",
+            "--linear-epochs",
+            "3",
+            "--knn-weighted-k",
+            "20",
+            "--run-dir",
+            str(run_dir),
+            "--test-subset",
+            "128",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "k-NN top-1 (k=5)" in out and "test split (128 images)" in out
@@ -117,15 +154,22 @@ def test_cli_train_then_eval(small_fashion_mnist: Path, tmp_path: Path, capsys: 
     assert json.loads((run_dir / "eval-checkpoint.json").read_text())["epoch"] == 1
 
 
-def test_cli_bad_setting_is_one_line_before_work(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_cli_bad_setting_is_one_line_before_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     code = main(["train", "--batch-size", "200", "--run-dir", str(tmp_path / "x")])
     err = capsys.readouterr().err
     assert code == 2
-    assert err.strip() == "wmse: error: batch size 200 is not a multiple of w_size 128; every whitening sub-batch must be full"
+    assert (
+        err.strip()
+        == "wmse: error: batch size 200 is not a multiple of w_size 128; every whitening sub-batch must be full"
+    )
     assert not (tmp_path / "x").exists()
 
 
-def test_cli_refuses_to_overwrite_a_run(small_fashion_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_cli_refuses_to_overwrite_a_run(
+    small_fashion_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "checkpoint.pt").write_bytes(b"")
@@ -133,10 +177,14 @@ def test_cli_refuses_to_overwrite_a_run(small_fashion_mnist: Path, tmp_path: Pat
     assert "already holds a run; use --resume" in capsys.readouterr().err
 
 
-def test_dataset_smaller_than_a_batch(small_fashion_mnist: Path, tmp_path: Path) -> None:
+def test_dataset_smaller_than_a_batch(
+    small_fashion_mnist: Path, tmp_path: Path
+) -> None:
     config = tiny_config(small_fashion_mnist, tmp_path / "run")
     config.data.train_subset = 100
-    with pytest.raises(ConfigError, match="has 100 images, fewer than one batch of 256"):
+    with pytest.raises(
+        ConfigError, match="has 100 images, fewer than one batch of 256"
+    ):
         Trainer(config)
 
 
@@ -147,7 +195,7 @@ def test_resume_without_checkpoint(tmp_path: Path) -> None:
 
 def test_checkpoint_with_code_is_refused(tmp_path: Path) -> None:
     class Payload:
-        def __reduce__(self):  # noqa: ANN204 - the classic pickle exploit shape
+        def __reduce__(self):
             return (print, ("this ran",))
 
     path = tmp_path / "evil.pt"
@@ -167,41 +215,61 @@ class SignalAtStep(TrainCallbacks):
             os.kill(os.getpid(), signal.SIGTERM)
 
 
-def test_sigterm_saves_mid_epoch_and_resume_is_exact(small_fashion_mnist: Path, tmp_path: Path) -> None:
+def test_sigterm_saves_mid_epoch_and_resume_is_exact(
+    small_fashion_mnist: Path, tmp_path: Path
+) -> None:
     whole = Trainer(tiny_config(small_fashion_mnist, tmp_path / "whole"))
     whole.fit()
 
     # SIGTERM in the middle of epoch 2 (steps 5-8): checkpoint at step 6, clean stop.
     run_dir = tmp_path / "stopped"
     with pytest.raises(TrainingInterrupted, match="--resume"):
-        Trainer(tiny_config(small_fashion_mnist, run_dir), callbacks=SignalAtStep(6)).fit()
+        Trainer(
+            tiny_config(small_fashion_mnist, run_dir), callbacks=SignalAtStep(6)
+        ).fit()
     state = load_checkpoint(run_dir / "checkpoint.pt")
-    assert (state["epoch"], state["step"], state["epoch_progress"]["batches_done"]) == (1, 6, 2)
+    assert (state["epoch"], state["step"], state["epoch_progress"]["batches_done"]) == (
+        1,
+        6,
+        2,
+    )
 
     resumed = resume_trainer(run_dir)
     resumed.fit()
     for name, value in whole.method.state_dict().items():
-        torch.testing.assert_close(resumed.method.state_dict()[name], value, rtol=0, atol=0, msg=name)
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        torch.testing.assert_close(
+            resumed.method.state_dict()[name], value, rtol=0, atol=0, msg=name
+        )
+    records = [
+        json.loads(line)
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
     assert [r["epoch"] for r in records] == [1, 2]
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
-def test_non_finite_loss_stops_with_step_and_causes(small_fashion_mnist: Path, tmp_path: Path) -> None:
+def test_non_finite_loss_stops_with_step_and_causes(
+    small_fashion_mnist: Path, tmp_path: Path
+) -> None:
     config = tiny_config(small_fashion_mnist, tmp_path / "run")
     config.optim.lr = 1e30  # diverges within a few steps
-    with pytest.raises(TrainingDiverged, match=r"non-finite training step \d+ .*--lr.*--w-eps.*--w-size"):
+    with pytest.raises(
+        TrainingDiverged,
+        match=r"non-finite training step \d+ .*--lr.*--w-eps.*--w-size",
+    ):
         Trainer(config).fit()
 
 
-def test_nan_policy_skip_keeps_training(small_fashion_mnist: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_nan_policy_skip_keeps_training(
+    small_fashion_mnist: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     config = tiny_config(small_fashion_mnist, tmp_path / "run", epochs=1)
     config.train.nan_policy = "skip"
     trainer = Trainer(config)
     original = trainer.method.forward
     calls = {"count": 0}
 
-    def sometimes_nan(views, generator=None):  # noqa: ANN001, ANN202
+    def sometimes_nan(views, generator=None):
         calls["count"] += 1
         loss = original(views, generator)
         return loss * float("nan") if calls["count"] == 2 else loss

@@ -56,7 +56,9 @@ def test_whitening_matrix_is_inverse_cholesky() -> None:
     whitening_matrix = torch.linalg.inv(torch.linalg.cholesky(cov))
 
     # W^T W = Sigma^-1 and the output is centred @ W^T.
-    torch.testing.assert_close(whitening_matrix.T @ whitening_matrix, torch.linalg.inv(cov))
+    torch.testing.assert_close(
+        whitening_matrix.T @ whitening_matrix, torch.linalg.inv(cov)
+    )
     torch.testing.assert_close(whiten(x), centred @ whitening_matrix.T)
 
 
@@ -140,7 +142,9 @@ def test_eps_out_of_range(eps: float) -> None:
 
 
 def test_one_dimensional_input_is_refused() -> None:
-    with pytest.raises(WhiteningError, match=r"shape \(\.\.\., W, D\), got shape \(10,\)"):
+    with pytest.raises(
+        WhiteningError, match=r"shape \(\.\.\., W, D\), got shape \(10,\)"
+    ):
         whiten(torch.randn(10))
 
 

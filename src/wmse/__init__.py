@@ -9,4 +9,4 @@ from wmse.whitening import WhiteningError, whiten
 
 __version__ = "0.1.0"
 
-__all__ = ["whiten", "wmse_loss", "WhiteningError", "__version__"]
+__all__ = ["WhiteningError", "__version__", "whiten", "wmse_loss"]

@@ -63,10 +63,14 @@ class AugmentConfig:
         """Raises ValueError naming the first setting out of range."""
         low, high = self.crop_scale
         if not 0 < low <= high <= 1:
-            raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {self.crop_scale}")
+            raise ValueError(
+                f"crop_scale must satisfy 0 < low <= high <= 1, got {self.crop_scale}"
+            )
         low, high = self.crop_ratio
         if not 0 < low <= high:
-            raise ValueError(f"crop_ratio must satisfy 0 < low <= high, got {self.crop_ratio}")
+            raise ValueError(
+                f"crop_ratio must satisfy 0 < low <= high, got {self.crop_ratio}"
+            )
         for name in ("flip_p", "jitter_p", "grayscale_p"):
             value = getattr(self, name)
             if not 0 <= value <= 1:
@@ -104,7 +108,9 @@ class ViewAugmenter:
     ) -> None:
         config.validate()
         if len(mean) != len(std):
-            raise ValueError(f"mean {mean} and std {std} must have one value per channel")
+            raise ValueError(
+                f"mean {mean} and std {std} must have one value per channel"
+            )
         self.config = config
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
@@ -167,7 +173,11 @@ class ViewAugmenter:
         return low + (high - low) * draw
 
     def coin(
-        self, count: int, p: float, device: torch.device, generator: torch.Generator | None
+        self,
+        count: int,
+        p: float,
+        device: torch.device,
+        generator: torch.Generator | None,
     ) -> torch.Tensor:
         """``count`` Bernoulli(p) draws as a float mask: (count,)"""
         return (torch.rand(count, device=device, generator=generator) < p).float()
@@ -184,7 +194,9 @@ class ViewAugmenter:
 
         # Box size as fractions of the image side; area = scale, width/height = ratio.
         scale = self.uniform(count, *config.crop_scale, device, generator)
-        log_ratio = self.uniform(count, *map(math.log, config.crop_ratio), device, generator)
+        log_ratio = self.uniform(
+            count, *map(math.log, config.crop_ratio), device, generator
+        )
         ratio = log_ratio.exp()
         box_w = (scale * ratio).sqrt().clamp(max=1.0)
         box_h = (scale / ratio).sqrt().clamp(max=1.0)
@@ -200,14 +212,20 @@ class ViewAugmenter:
         theta[:, 0, 2] = centre_x
         theta[:, 1, 1] = box_h
         theta[:, 1, 2] = centre_y
-        grid = F.affine_grid(theta, [count, pixels.shape[1], size, size], align_corners=False)
-        return F.grid_sample(pixels, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        grid = F.affine_grid(
+            theta, [count, pixels.shape[1], size, size], align_corners=False
+        )
+        return F.grid_sample(
+            pixels, grid, mode="bilinear", padding_mode="border", align_corners=False
+        )
 
     def jitter_factors(
         self, strength: float, applied: torch.Tensor, generator: torch.Generator | None
     ) -> torch.Tensor:
         """Factors from U(1 - s, 1 + s) where ``applied`` is 1, else 1: (B, 1, 1, 1)"""
-        factor = self.uniform(applied.shape[0], 1 - strength, 1 + strength, applied.device, generator)
+        factor = self.uniform(
+            applied.shape[0], 1 - strength, 1 + strength, applied.device, generator
+        )
         return (1 + applied * (factor - 1)).view(-1, 1, 1, 1)
 
     def color_jitter_gray(
@@ -218,7 +236,9 @@ class ViewAugmenter:
         applied = self.coin(pixels.shape[0], config.jitter_p, pixels.device, generator)
 
         # Brightness scales every pixel.
-        pixels = (pixels * self.jitter_factors(config.brightness, applied, generator)).clamp_(0, 1)
+        pixels = (
+            pixels * self.jitter_factors(config.brightness, applied, generator)
+        ).clamp_(0, 1)
 
         # Contrast blends each image with its own mean intensity.
         contrast = self.jitter_factors(config.contrast, applied, generator)
@@ -234,7 +254,9 @@ class ViewAugmenter:
         luma = torch.tensor(LUMA, device=pixels.device).view(1, 3, 1, 1)
 
         # Brightness, then contrast around each image's mean luma.
-        pixels = (pixels * self.jitter_factors(config.brightness, applied, generator)).clamp_(0, 1)
+        pixels = (
+            pixels * self.jitter_factors(config.brightness, applied, generator)
+        ).clamp_(0, 1)
         contrast = self.jitter_factors(config.contrast, applied, generator)
         mean = (pixels * luma).sum(dim=1, keepdim=True).mean(dim=(2, 3), keepdim=True)
         pixels = ((pixels - mean) * contrast + mean).clamp_(0, 1)
@@ -246,7 +268,9 @@ class ViewAugmenter:
 
         # Hue: rotate the chroma plane of YIQ by a random angle, one 3x3 map per image.
         if config.hue > 0:
-            turns = self.uniform(pixels.shape[0], -config.hue, config.hue, pixels.device, generator)
+            turns = self.uniform(
+                pixels.shape[0], -config.hue, config.hue, pixels.device, generator
+            )
             pixels = self.rotate_hue(pixels, 2 * math.pi * turns * applied).clamp_(0, 1)
         return pixels
 
@@ -272,7 +296,9 @@ class ViewAugmenter:
         self, pixels: torch.Tensor, generator: torch.Generator | None
     ) -> torch.Tensor:
         """Replace a random fraction of RGB views by their luma: (B, 3, H, W)"""
-        applied = self.coin(pixels.shape[0], self.config.grayscale_p, pixels.device, generator)
+        applied = self.coin(
+            pixels.shape[0], self.config.grayscale_p, pixels.device, generator
+        )
         luma = torch.tensor(LUMA, device=pixels.device).view(1, 3, 1, 1)
         gray = (pixels * luma).sum(dim=1, keepdim=True).expand_as(pixels)
         mask = applied.view(-1, 1, 1, 1)

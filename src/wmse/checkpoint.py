@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["save_checkpoint", "load_checkpoint", "CheckpointError"]
+__all__ = ["CheckpointError", "load_checkpoint", "save_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,9 @@ class CheckpointError(ValueError):
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """Write ``state`` to ``path`` atomically (temporary file, fsync, rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, temporary = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+    )
     try:
         with os.fdopen(handle, "wb") as file:
             torch.save(state, file)
@@ -49,7 +51,9 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     logger.info("checkpoint written to %s", path)
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(
+    path: Path, map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
     """Read a checkpoint without executing code.
 
     Raises:
@@ -61,13 +65,29 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
+        # torch's weights-only loader says so when it met a forbidden object; other
+        # unpickling errors mean the file is not a checkpoint at all.
+        # torch's weights-only loader names a forbidden global ("Unsupported global")
+        # when the file carries code or classes; anything else means it is not a
+        # checkpoint at all.
+        message = str(error)
+        if "Unsupported global" not in message:
+            raise CheckpointError(
+                f"{path} is not a readable checkpoint (not a torch.save file, or "
+                f"corrupt)"
+            ) from error
+        forbidden = message[message.index("Unsupported global") :].split(" was ")[0]
         raise CheckpointError(
             f"refusing to load {path}: it contains pickled objects that are not plain "
-            f"tensors or containers (possibly code). Only load checkpoints from sources "
-            f"you trust; wmse checkpoints never need this. Detail: {error}"
+            f"tensors or containers, possibly code ({forbidden}). wmse checkpoints "
+            f"never need this; only trust files whose origin you know."
         ) from error
-    except (RuntimeError, EOFError, OSError) as error:
-        raise CheckpointError(f"{path} is not a readable checkpoint: {error}") from error
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint: {error}"
+        ) from error
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
-        raise CheckpointError(f"{path} is not a wmse checkpoint (no model/config entries)")
+        raise CheckpointError(
+            f"{path} is not a wmse checkpoint (no model/config entries)"
+        )
     return state

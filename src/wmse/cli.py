@@ -34,7 +34,7 @@ from wmse.train import (
 )
 from wmse.whitening import WhiteningError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 logger = logging.getLogger("wmse")
 
@@ -52,7 +52,9 @@ class ProgressBar(TrainCallbacks):
         self.bar: tqdm | None = None
 
     def on_train_start(self, total_steps: int, start_step: int) -> None:
-        self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True)
+        self.bar = tqdm(
+            total=total_steps, initial=start_step, unit="step", dynamic_ncols=True
+        )
 
     def on_step(self, step: int, loss: float | None, images_per_s: float) -> None:
         assert self.bar is not None
@@ -95,21 +97,42 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
     defaults = RunConfig()
     groups: dict[str, argparse._ArgumentGroup] = {}
     for section, name, flag in flag_names(defaults):
-        group = groups.setdefault(section, parser.add_argument_group(f"{section} options"))
-        item = next(f for f in dataclasses.fields(getattr(defaults, section)) if f.name == name)
+        group = groups.setdefault(
+            section, parser.add_argument_group(f"{section} options")
+        )
+        item = next(
+            f for f in dataclasses.fields(getattr(defaults, section)) if f.name == name
+        )
         default = getattr(getattr(defaults, section), name)
         kind = str(item.type).replace(" | None", "")
         help_text = f"{item.metadata.get('help', '')} (default: {default})"
         dest = f"{section}.{name}"
         if kind.startswith("tuple"):
-            group.add_argument(flag, dest=dest, type=float, nargs=2, metavar=("LOW", "HIGH"),
-                               default=argparse.SUPPRESS, help=help_text)
+            group.add_argument(
+                flag,
+                dest=dest,
+                type=float,
+                nargs=2,
+                metavar=("LOW", "HIGH"),
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
         elif kind == "bool":
-            group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction,
-                               default=argparse.SUPPRESS, help=help_text)
+            group.add_argument(
+                flag,
+                dest=dest,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
         else:
-            group.add_argument(flag, dest=dest, type=SCALAR_TYPES[kind],
-                               default=argparse.SUPPRESS, help=help_text)
+            group.add_argument(
+                flag,
+                dest=dest,
+                type=SCALAR_TYPES[kind],
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,8 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="wmse",
         description="Self-supervised representation learning with Whitening-MSE (W-MSE).",
     )
-    parser.add_argument("--debug", action="store_true",
-                        help="Show full tracebacks and debug logs (when reporting a bug).")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="Show full tracebacks and debug logs (when reporting a bug).",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser(
@@ -127,15 +153,27 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train an encoder with W-MSE, then evaluate it. With no options: "
         "Fashion-MNIST, ResNet-18 at width 16, about ten minutes on 2 CPU cores.",
     )
-    train.add_argument("--preset", default=None,
-                       help="Start from a named recipe (`wmse presets` lists them); "
-                       "--config and other options override it.")
-    train.add_argument("--config", type=Path, default=None,
-                       help="TOML or JSON file of settings (sections as in config.json); "
-                       "options given on the command line override it.")
-    train.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
-                       help="Continue the run in RUN_DIR from its latest checkpoint, with "
-                       "its saved settings (other options are ignored).")
+    train.add_argument(
+        "--preset",
+        default=None,
+        help="Start from a named recipe (`wmse presets` lists them); "
+        "--config and other options override it.",
+    )
+    train.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="TOML or JSON file of settings (sections as in config.json); "
+        "options given on the command line override it.",
+    )
+    train.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="RUN_DIR",
+        help="Continue the run in RUN_DIR from its latest checkpoint, with "
+        "its saved settings (other options are ignored).",
+    )
     add_config_options(train)
 
     commands.add_parser("presets", help="List the named training recipes.")
@@ -147,28 +185,92 @@ def build_parser() -> argparse.ArgumentParser:
         "the same budget and seeds, then write results.md (laid out like the paper's "
         "Table 1) and knn_vs_time.png to --out.",
     )
-    compare.add_argument("presets", nargs="+",
-                         help="Preset names to compare (`wmse presets` lists them).")
-    compare.add_argument("--minutes", type=float, default=None,
-                         help="Equal wall-clock training budget per run (default: each "
-                         "preset's own epochs).")
-    compare.add_argument("--seeds", type=int, nargs="+", default=[0],
-                         help="Seeds; more than one gives mean and std.")
-    compare.add_argument("--out", type=Path, default=None,
-                         help="Output folder (default runs/compare-<date>-<time>).")
+    compare.add_argument(
+        "presets",
+        nargs="+",
+        help="Preset names to compare (`wmse presets` lists them).",
+    )
+    compare.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="Equal wall-clock training budget per run (default: each "
+        "preset's own epochs).",
+    )
+    compare.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="Seeds; more than one gives mean and std.",
+    )
+    compare.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="Output folder (default runs/compare-<date>-<time>).",
+    )
     compare.add_argument("--data-dir", default=None, help="Dataset folder.")
+
+    export = commands.add_parser(
+        "export",
+        help="Write a run's encoder as safetensors (and a torchvision state dict).",
+    )
+    export.add_argument(
+        "--checkpoint",
+        type=Path,
+        required=True,
+        help="checkpoint.pt of a run (or the run's folder).",
+    )
+    export.add_argument("--out", type=Path, required=True, help="Output folder.")
+
+    embed = commands.add_parser(
+        "embed", help="Turn a folder of images into encoder features (.npy + paths)."
+    )
+    embed.add_argument(
+        "--checkpoint",
+        type=Path,
+        required=True,
+        help="checkpoint.pt of a run (or the run's folder).",
+    )
+    embed.add_argument(
+        "--images",
+        type=Path,
+        required=True,
+        help="Folder of images (searched recursively).",
+    )
+    embed.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="Output .npy file; the paths go to the same name + .paths.txt.",
+    )
 
     evaluate = commands.add_parser(
         "eval", help="Evaluate a saved checkpoint (k-NN, linear probe, effective rank)."
     )
-    evaluate.add_argument("--checkpoint", type=Path, required=True,
-                          help="checkpoint.pt of a run (or the run's folder).")
-    evaluate.add_argument("--data-dir", default=None,
-                          help="Dataset folder, if not where the run found it.")
-    evaluate.add_argument("--device", default=None,
-                          help="Device for evaluation (default: the run's setting).")
-    evaluate.add_argument("--test-subset", type=int, default=None,
-                          help="Evaluate on the first N test images only.")
+    evaluate.add_argument(
+        "--checkpoint",
+        type=Path,
+        required=True,
+        help="checkpoint.pt of a run (or the run's folder).",
+    )
+    evaluate.add_argument(
+        "--data-dir",
+        default=None,
+        help="Dataset folder, if not where the run found it.",
+    )
+    evaluate.add_argument(
+        "--device",
+        default=None,
+        help="Device for evaluation (default: the run's setting).",
+    )
+    evaluate.add_argument(
+        "--test-subset",
+        type=int,
+        default=None,
+        help="Evaluate on the first N test images only.",
+    )
     return parser
 
 
@@ -193,7 +295,9 @@ def merge(base: dict[str, dict[str, Any]], update: dict[str, Any]) -> None:
     """Merge section dicts of ``update`` into ``base`` in place."""
     for section, entries in update.items():
         if not isinstance(entries, dict):
-            raise ConfigError(f"config section {section!r} must be a table, got {entries!r}")
+            raise ConfigError(
+                f"config section {section!r} must be a table, got {entries!r}"
+            )
         base.setdefault(section, {}).update(entries)
 
 
@@ -233,7 +337,11 @@ def run_train(args: argparse.Namespace) -> int:
         trainer = resume_trainer(args.resume, callbacks=callbacks)
     else:
         config = config_from_args(args)
-        run_dir = Path(config.train.run_dir) if config.train.run_dir else default_run_dir(config)
+        run_dir = (
+            Path(config.train.run_dir)
+            if config.train.run_dir
+            else default_run_dir(config)
+        )
         if (run_dir / "checkpoint.pt").exists():
             raise ConfigError(
                 f"{run_dir} already holds a run; use --resume {run_dir} to continue it or "
@@ -241,8 +349,18 @@ def run_train(args: argparse.Namespace) -> int:
             )
         trainer = Trainer(config, run_dir, callbacks=callbacks)
     result = trainer.fit()
-    print(results_table(result, f"{trainer.config.data.dataset}, epoch {trainer.state.epoch}, "
-                        f"test split ({len(trainer.splits.test)} images)"))
+    if result is None:
+        print(
+            f"trained without evaluation (unlabelled data); run saved in {trainer.run_dir}"
+        )
+        return 0
+    print(
+        results_table(
+            result,
+            f"{trainer.config.data.dataset}, epoch {trainer.state.epoch}, "
+            f"test split ({len(trainer.splits.test)} images)",
+        )
+    )
     print(f"run saved in {trainer.run_dir}")
     return 0
 
@@ -274,10 +392,39 @@ def run_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_export(args: argparse.Namespace) -> int:
+    from wmse.export import export_encoder
+
+    for kind, path in export_encoder(args.checkpoint, args.out).items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from wmse.export import embed_folder
+
+    features, paths = embed_folder(args.checkpoint, args.images)
+    out = args.out if args.out.suffix == ".npy" else args.out.with_suffix(".npy")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, features)
+    listing = out.with_suffix(".paths.txt")
+    listing.write_text("".join(f"{path}\n" for path in paths))
+    print(
+        f"{features.shape[0]} embeddings of size {features.shape[1]}: {out}, {listing}"
+    )
+    return 0
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from wmse.checkpoint import load_checkpoint
 
-    path = args.checkpoint / "checkpoint.pt" if args.checkpoint.is_dir() else args.checkpoint
+    path = (
+        args.checkpoint / "checkpoint.pt"
+        if args.checkpoint.is_dir()
+        else args.checkpoint
+    )
     state = load_checkpoint(path)
     config = RunConfig.from_dict(state["config"])
     if args.data_dir:
@@ -291,8 +438,12 @@ def run_eval(args: argparse.Namespace) -> int:
     trainer.state.epoch, trainer.state.step = state["epoch"], state["step"]
     result = trainer.evaluate()
     output = path.parent / f"eval-{path.stem}.json"
-    output.write_text(json.dumps({**result.as_dict(), "checkpoint": str(path),
-                                  "epoch": state["epoch"]}, indent=2))
+    output.write_text(
+        json.dumps(
+            {**result.as_dict(), "checkpoint": str(path), "epoch": state["epoch"]},
+            indent=2,
+        )
+    )
     print(results_table(result, f"{path} (epoch {state['epoch']})"))
     print(f"written to {output}")
     return 0
@@ -306,7 +457,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     commands = {
-        "train": run_train, "eval": run_eval, "presets": run_presets, "compare": run_compare,
+        "train": run_train,
+        "eval": run_eval,
+        "presets": run_presets,
+        "compare": run_compare,
+        "export": run_export,
+        "embed": run_embed,
     }
     command = commands[args.command]
     try:

@@ -16,12 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from wmse.config import RunConfig
-from wmse.data import DatasetSplits
+from wmse.data import DatasetError, DatasetSplits
 from wmse.train import TrainCallbacks, Trainer, load_run_data, steps_for_budget
 
-__all__ = ["CompareEntry", "run_comparison", "markdown_table", "plot_knn_curves"]
+__all__ = ["CompareEntry", "markdown_table", "plot_knn_curves", "run_comparison"]
 
 logger = logging.getLogger(__name__)
+
+# Table columns taken from the evaluation, in order.
+TABLE_KEYS = ("linear_top1", "linear_top5", "knn_top1", "effective_rank")
 
 # Evaluations during each run, for the accuracy-over-time plot.
 EVAL_POINTS = 4
@@ -66,7 +69,14 @@ def run_comparison(
             config.train.seed = seed
             if splits is None or splits.name != config.data.dataset:
                 splits = load_run_data(config)
-            records.append(run_one(entry.label, config, splits, out_dir, minutes, callbacks))
+                if not splits.labelled:
+                    raise DatasetError(
+                        f"comparison needs labelled train and test splits; "
+                        f"{config.data.dataset} in {config.data.data_dir} has none"
+                    )
+            records.append(
+                run_one(entry.label, config, splits, out_dir, minutes, callbacks)
+            )
             (out_dir / "results.json").write_text(json.dumps(records, indent=2))
 
     (out_dir / "results.md").write_text(markdown_table(records, minutes) + "\n")
@@ -93,9 +103,14 @@ def run_one(
 
     # Train; the periodic evaluations give the k-NN curve.
     logger.info("comparison: %s, seed %d", label, config.train.seed)
-    trainer = Trainer(config, run_dir, splits=splits, callbacks=callbacks() if callbacks else None)
+    trainer = Trainer(
+        config, run_dir, splits=splits, callbacks=callbacks() if callbacks else None
+    )
     result = trainer.fit()
-    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    metrics = [
+        json.loads(line)
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
 
     # Training time excludes evaluation; accumulate it epoch by epoch.
     curve, seconds = [], 0.0
@@ -132,22 +147,22 @@ def mean_std(values: list[float]) -> str:
 def markdown_table(records: list[dict[str, Any]], minutes: float | None) -> str:
     """Table 1 layout: one row per entry, mean (+- std) over seeds."""
     labels = list(dict.fromkeys(r["label"] for r in records))
-    budget = f"{minutes:g} min of training each" if minutes else "each entry's own epochs"
+    budget = (
+        f"{minutes:g} min of training each" if minutes else "each entry's own epochs"
+    )
     lines = [
         f"Budget: {budget}; seeds: {sorted({r['seed'] for r in records})}.",
         "",
-        "| method | linear top-1 | linear top-5 | 5-NN top-1 | effective rank | images/s | epochs |",
+        "| method | linear top-1 | linear top-5 | 5-NN top-1 | effective rank "
+        "| images/s | epochs |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for label in labels:
         rows = [r for r in records if r["label"] == label]
-        column = lambda key: mean_std([r[key] for r in rows])  # noqa: E731
-        lines.append(
-            f"| {label} | {column('linear_top1')} | {column('linear_top5')} | "
-            f"{column('knn_top1')} | {column('effective_rank')} | "
-            f"{statistics.mean(r['images_per_s'] for r in rows):.0f} | "
-            f"{statistics.mean(r['epochs'] for r in rows):.1f} |"
-        )
+        cells = [mean_std([r[key] for r in rows]) for key in TABLE_KEYS]
+        speed = statistics.mean(r["images_per_s"] for r in rows)
+        epochs = statistics.mean(r["epochs"] for r in rows)
+        lines.append(f"| {label} | {' | '.join(cells)} | {speed:.0f} | {epochs:.1f} |")
     return "\n".join(lines)
 
 

@@ -17,13 +17,13 @@ from torch import nn
 from wmse.data.base import ImageDataset
 
 __all__ = [
+    "EvalResult",
+    "effective_rank",
+    "evaluate_features",
     "extract_features",
     "knn_majority",
     "knn_weighted",
     "linear_probe",
-    "effective_rank",
-    "evaluate_features",
-    "EvalResult",
 ]
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,9 @@ def extract_features(
     std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
     chunks = []
     for start in range(0, len(dataset), batch_size):
-        images = dataset.images[start : start + batch_size].to(device, non_blocking=True)
+        images = dataset.images[start : start + batch_size].to(
+            device, non_blocking=True
+        )
         pixels = (images.float() / 255 - mean_t) / std_t  # (B, C, H, W)
         chunks.append(model(pixels).float())
     model.train(was_training)
@@ -167,7 +169,9 @@ def linear_probe(
     num_classes = int(train_labels.max()) + 1
     torch.manual_seed(seed)
     classifier = nn.Linear(train_x.shape[1], num_classes).to(device)
-    optimizer = torch.optim.Adam(classifier.parameters(), lr=lr, weight_decay=weight_decay)
+    optimizer = torch.optim.Adam(
+        classifier.parameters(), lr=lr, weight_decay=weight_decay
+    )
     steps_per_epoch = math.ceil(train_x.shape[0] / batch_size)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, T_max=epochs * steps_per_epoch, eta_min=lr * 1e-4
@@ -249,7 +253,9 @@ def evaluate_features(
     knn_top1 = 100.0 * float((predicted == test_labels).float().mean())
 
     # Weighted k-NN on cosine similarity.
-    scores = knn_weighted(train_features, train_labels, test_features, weighted_k, temperature)
+    scores = knn_weighted(
+        train_features, train_labels, test_features, weighted_k, temperature
+    )
     weighted_top1 = topk_accuracy(scores, test_labels, 1)
 
     # Linear probe on standardised features.

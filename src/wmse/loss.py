@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from wmse.whitening import check_block_shape, check_eps, whiten_unchecked
 
-__all__ = ["wmse_loss", "stack_views", "slice_permutations"]
+__all__ = ["slice_permutations", "stack_views", "wmse_loss"]
 
 
 def stack_views(views: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
@@ -54,7 +54,9 @@ def stack_views(views: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
     bad_per_view = (~torch.isfinite(stacked)).flatten(1).sum(dim=1).tolist()
     if any(bad_per_view):
         details = ", ".join(
-            f"view {index}: {count}" for index, count in enumerate(bad_per_view) if count
+            f"view {index}: {count}"
+            for index, count in enumerate(bad_per_view)
+            if count
         )
         raise ValueError(
             f"embeddings hold non-finite values (NaN or inf) ({details}); the network "

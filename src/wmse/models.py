@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-__all__ = ["ResNetEncoder", "ProjectionHead", "build_encoder", "ARCHITECTURES"]
+__all__ = ["ARCHITECTURES", "ProjectionHead", "ResNetEncoder", "build_encoder"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +54,9 @@ class ResNetEncoder(ResNet):
         stem_stride: int = 1,
     ) -> None:
         if arch not in ARCHITECTURES:
-            raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(ARCHITECTURES)}")
+            raise ValueError(
+                f"unknown architecture {arch!r}; choose from {sorted(ARCHITECTURES)}"
+            )
         if width < 1 or width % 4:
             raise ValueError(f"width must be a positive multiple of 4, got {width}")
         if stem not in STEMS:
@@ -72,7 +73,12 @@ class ResNetEncoder(ResNet):
         # Stem sized for the data: (B, C, H, W) -> (B, width, H', W')
         if stem in ("small", "small-maxpool"):
             self.conv1 = nn.Conv2d(
-                in_channels, width, kernel_size=3, stride=stem_stride, padding=1, bias=False
+                in_channels,
+                width,
+                kernel_size=3,
+                stride=stem_stride,
+                padding=1,
+                bias=False,
             )
             if stem == "small":
                 self.maxpool = nn.Identity()

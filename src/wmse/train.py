@@ -25,14 +25,24 @@ from wmse.augment import ViewAugmenter
 from wmse.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from wmse.config import ConfigError, RunConfig
 from wmse.data import DatasetSplits, load_dataset
-from wmse.evaluate import EvalResult, effective_rank, evaluate_features, extract_features
+from wmse.evaluate import (
+    EvalResult,
+    effective_rank,
+    evaluate_features,
+    extract_features,
+)
 from wmse.methods import METHODS, Method
 from wmse.models import ProjectionHead, build_encoder
-from wmse.reproducibility import code_revision, restore_rng_state, rng_state, seed_everything
+from wmse.reproducibility import (
+    code_revision,
+    restore_rng_state,
+    rng_state,
+    seed_everything,
+)
 
 __all__ = [
-    "Trainer",
     "TrainCallbacks",
+    "Trainer",
     "TrainingDiverged",
     "TrainingInterrupted",
     "build_method",
@@ -77,18 +87,25 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+        raise ConfigError(
+            f"device {name!r} requested but CUDA is not available; use --device cpu"
+        )
     return device
 
 
 def load_run_data(config: RunConfig) -> DatasetSplits:
     """Load the configured dataset, cut to the configured subsets."""
     data = config.data
-    splits = load_dataset(data.dataset, Path(data.data_dir) if data.data_dir else None)
+    splits = load_dataset(
+        data.dataset,
+        Path(data.data_dir) if data.data_dir else None,
+        image_size=data.image_size,
+        class_list=Path(data.class_list) if data.class_list else None,
+    )
     if data.train_subset:
         splits.pretrain = splits.pretrain.subset(data.train_subset)
         splits.train = splits.train.subset(data.train_subset)
-    if data.test_subset:
+    if data.test_subset and splits.test is not None:
         splits.test = splits.test.subset(data.test_subset)
     return splits
 
@@ -101,7 +118,9 @@ def build_method(config: RunConfig, image_size: int, channels: int) -> Method:
     """
     method_name = config.loss.method
     if method_name not in METHODS:
-        raise ConfigError(f"unknown method {method_name!r}; choose from {sorted(METHODS)}")
+        raise ConfigError(
+            f"unknown method {method_name!r}; choose from {sorted(METHODS)}"
+        )
     model = config.model
     encoder = build_encoder(
         image_size,
@@ -115,7 +134,7 @@ def build_method(config: RunConfig, image_size: int, channels: int) -> Method:
     return METHODS[method_name](encoder, head, config)
 
 
-def warmup_then_decay(config: RunConfig, steps_per_epoch: int, total_steps: int):  # noqa: ANN201
+def warmup_then_decay(config: RunConfig, steps_per_epoch: int, total_steps: int):
     """Learning-rate multiplier per step: linear warm-up, then cosine or step decay."""
     optim = config.optim
     warmup = min(optim.warmup_steps, max(total_steps - 1, 0))
@@ -186,7 +205,11 @@ class Trainer:
             )
         self.config = config
         if run_dir is None:
-            run_dir = Path(config.train.run_dir) if config.train.run_dir else default_run_dir(config)
+            run_dir = (
+                Path(config.train.run_dir)
+                if config.train.run_dir
+                else default_run_dir(config)
+            )
         self.run_dir = run_dir
         self.callbacks = callbacks or TrainCallbacks()
         self.device = resolve_device(config.train.device)
@@ -197,18 +220,25 @@ class Trainer:
         # Data and the views made from it.
         self.splits = splits if splits is not None else load_run_data(config)
         self.check_data_fits()
-        self.augmenter = ViewAugmenter(config.augment, self.splits.mean, self.splits.std)
+        self.augmenter = ViewAugmenter(
+            config.augment, self.splits.mean, self.splits.std
+        )
 
         # Model, optimizer and schedule.
         self.method = build_method(config, self.splits.image_size, self.splits.channels)
         self.method.to(self.device)
         self.optimizer = torch.optim.Adam(
-            self.method.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
+            self.method.parameters(),
+            lr=config.optim.lr,
+            weight_decay=config.optim.weight_decay,
         )
         self.steps_per_epoch = len(self.splits.pretrain) // config.optim.batch_size
-        self.total_steps = config.train.max_steps or config.train.epochs * self.steps_per_epoch
+        self.total_steps = (
+            config.train.max_steps or config.train.epochs * self.steps_per_epoch
+        )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, warmup_then_decay(config, self.steps_per_epoch, self.total_steps)
+            self.optimizer,
+            warmup_then_decay(config, self.steps_per_epoch, self.total_steps),
         )
 
         # Independent random streams: data order, augmentation, batch slicing.
@@ -253,6 +283,12 @@ class Trainer:
                 "slice": self.slice_generator.get_state(),
             },
             "config": self.config.to_dict(),
+            "data": {
+                "mean": list(self.splits.mean),
+                "std": list(self.splits.std),
+                "image_size": self.splits.image_size,
+                "channels": self.splits.channels,
+            },
             "revision": self.revision,
         }
 
@@ -295,7 +331,9 @@ class Trainer:
         self.drop_metrics_after(self.state.epoch)
         logger.info(
             "resumed at epoch %d, step %d (%d batches into the next epoch)",
-            self.state.epoch, self.state.step, self.state.batches_done,
+            self.state.epoch,
+            self.state.step,
+            self.state.batches_done,
         )
 
     # ---------------------------------------------------------------------- training
@@ -334,10 +372,14 @@ class Trainer:
             loss = self.method(views, self.slice_generator)
             loss.backward()
             # The total gradient norm is finite exactly when every gradient is.
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.method.parameters(), float("inf"))
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                self.method.parameters(), float("inf")
+            )
             problem = None
             if not bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):
-                problem = f"loss {float(loss):.4g}, gradient norm {float(grad_norm):.4g}"
+                problem = (
+                    f"loss {float(loss):.4g}, gradient norm {float(grad_norm):.4g}"
+                )
         except ValueError as error:  # non-finite embeddings, failed Cholesky
             loss, problem = torch.full((), float("nan"), device=self.device), str(error)
 
@@ -379,10 +421,15 @@ class Trainer:
             TrainingInterrupted: after saving a checkpoint, when SIGINT or SIGTERM
                 arrived during the epoch.
         """
-        batch_size, log_every = self.config.optim.batch_size, self.config.train.log_every
+        batch_size, log_every = (
+            self.config.optim.batch_size,
+            self.config.train.log_every,
+        )
         state = self.state
         if state.epoch_order is None:
-            state.epoch_order = torch.randperm(len(self.splits.pretrain), generator=self.order_generator)
+            state.epoch_order = torch.randperm(
+                len(self.splits.pretrain), generator=self.order_generator
+            )
             state.batches_done, state.epoch_loss_sum, state.epoch_seconds = 0, 0.0, 0.0
         loss_sum = torch.zeros((), device=self.device)
         steps, started = 0, time.perf_counter()
@@ -434,14 +481,17 @@ class Trainer:
 
     def request_stop(self, signum: int, frame: object) -> None:
         """Signal handler: finish the current step, save and stop."""
-        logger.warning("signal %d received: saving a checkpoint after this step", signum)
+        logger.warning(
+            "signal %d received: saving a checkpoint after this step", signum
+        )
         self.stop_signal = signum
 
-    def fit(self) -> EvalResult:
+    def fit(self) -> EvalResult | None:
         """Train to the end (from where a restored run stopped) and evaluate.
 
         Returns:
-            The final evaluation, also written to eval.json.
+            The final evaluation, also written to eval.json; None for unlabelled data,
+            which is trained on but cannot be evaluated.
         """
         if self.state.step == 0:
             self.write_run_info()
@@ -450,6 +500,12 @@ class Trainer:
         with stop_signals_handled(self.request_stop):
             self.train_epochs()
         self.callbacks.on_train_end()
+        if not self.splits.labelled:
+            logger.warning(
+                "no labelled train and test split: evaluation skipped. For a folder of "
+                "your own images, use train/<class>/ and test/<class>/ sub-folders."
+            )
+            return None
         result = self.evaluate()
         self.write_eval(result)
         return result
@@ -461,13 +517,22 @@ class Trainer:
             record = self.run_epoch()
             last = self.state.step >= self.total_steps
             every = self.config.eval.eval_every
-            if every and self.state.epoch % every == 0 and not last:
+            if (
+                every
+                and self.state.epoch % every == 0
+                and not last
+                and self.splits.labelled
+            ):
                 record.update(self.evaluate().as_dict())
                 self.method.train()
 
             # Metrics first: a resume drops lines newer than its checkpoint.
             self.append_metrics(record)
-            if train.checkpoint_every and self.state.epoch % train.checkpoint_every == 0 or last:
+            if (
+                train.checkpoint_every
+                and self.state.epoch % train.checkpoint_every == 0
+                or last
+            ):
                 self.save()
             self.callbacks.on_epoch_end(record)
 
@@ -491,9 +556,14 @@ class Trainer:
     def evaluate(self) -> EvalResult:
         """k-NN, linear probe and embedding effective rank on the frozen encoder."""
         splits, config = self.splits, self.config.eval
-        extract = lambda model, data: extract_features(  # noqa: E731
+        extract = lambda model, data: extract_features(
             model, data, splits.mean, splits.std, self.device, config.batch_size
         )
+        if not splits.labelled:
+            raise ConfigError(
+                "this dataset has no labelled train and test split to evaluate"
+            )
+        assert splits.test is not None
         assert splits.train.labels is not None and splits.test.labels is not None
         train_features = extract(self.method.encoder, splits.train)
         test_features = extract(self.method.encoder, splits.test)
@@ -527,7 +597,7 @@ class Trainer:
             "revision": self.revision,
             "seed": self.config.train.seed,
             "dataset": self.config.data.dataset,
-            "test_images": len(self.splits.test),
+            "test_images": len(self.splits.test) if self.splits.test is not None else 0,
         }
         (self.run_dir / EVAL).write_text(json.dumps(record, indent=2))
 
@@ -538,7 +608,9 @@ def stop_signals_handled(handler: Callable[[int, Any], None]) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         yield
     finally:
@@ -547,7 +619,10 @@ def stop_signals_handled(handler: Callable[[int, Any], None]) -> Iterator[None]:
 
 
 def measure_step_seconds(
-    config: RunConfig, splits: DatasetSplits | None = None, steps: int = 10, warmup: int = 3
+    config: RunConfig,
+    splits: DatasetSplits | None = None,
+    steps: int = 10,
+    warmup: int = 3,
 ) -> float:
     """Median wall time of one training step with ``config`` on this machine.
 
@@ -568,7 +643,9 @@ def measure_step_seconds(
     return sorted(times)[len(times) // 2]
 
 
-def steps_for_budget(config: RunConfig, minutes: float, splits: DatasetSplits | None = None) -> int:
+def steps_for_budget(
+    config: RunConfig, minutes: float, splits: DatasetSplits | None = None
+) -> int:
     """How many steps of ``config`` fit in ``minutes`` of training on this machine."""
     seconds = measure_step_seconds(config, splits)
     steps = max(1, int(minutes * 60 / seconds))
@@ -583,7 +660,9 @@ def default_run_dir(config: RunConfig) -> Path:
 
 
 def resume_trainer(
-    run_dir: Path, callbacks: TrainCallbacks | None = None, splits: DatasetSplits | None = None
+    run_dir: Path,
+    callbacks: TrainCallbacks | None = None,
+    splits: DatasetSplits | None = None,
 ) -> Trainer:
     """A trainer restored from ``run_dir``'s latest checkpoint, with the run's own config.
 

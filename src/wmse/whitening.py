@@ -10,7 +10,7 @@ import warnings
 
 import torch
 
-__all__ = ["whiten", "WhiteningError", "compute_dtype"]
+__all__ = ["WhiteningError", "compute_dtype", "whiten"]
 
 
 class WhiteningError(ValueError):
@@ -138,5 +138,7 @@ def whiten_unchecked(x: torch.Tensor, eps: float) -> torch.Tensor:
             )
 
         # Rows times L^-T, i.e. solve L Y^T = centred^T: (..., D, W) -> (..., W, D)
-        white_t = torch.linalg.solve_triangular(chol, centred.transpose(-1, -2), upper=False)
+        white_t = torch.linalg.solve_triangular(
+            chol, centred.transpose(-1, -2), upper=False
+        )
         return white_t.transpose(-1, -2)

@@ -6,7 +6,7 @@ import io
 import pickle
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -24,7 +24,7 @@ CIFAR10_NAMES = [
 class Py2Pickler(pickle._Pickler):  # type: ignore[name-defined]
     """Writes bytes as Python 2 ``str`` (BINSTRING), as the official files hold them."""
 
-    dispatch = dict(pickle._Pickler.dispatch)  # type: ignore[attr-defined]
+    dispatch: ClassVar[dict] = dict(pickle._Pickler.dispatch)  # type: ignore[attr-defined]
 
     def save_py2_str(self, obj: bytes) -> None:
         if len(obj) < 256:

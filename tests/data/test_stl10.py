@@ -9,8 +9,7 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from wmse.data import DatasetError, load_dataset
-from wmse.data import stl10
+from wmse.data import DatasetError, load_dataset, stl10
 from wmse.data.stl10 import load_stl10
 
 CLASSES = [

@@ -23,7 +23,9 @@ def test_rate_schedule() -> None:
     assert ema_rate(0, 100, 0.99) == pytest.approx(0.99)
     assert ema_rate(50, 100, 0.99) == pytest.approx(0.995)
     assert ema_rate(100, 100, 0.99) == pytest.approx(1.0)
-    assert ema_rate(25, 100, 0.9) == pytest.approx(1 - 0.1 * (math.cos(math.pi / 4) + 1) / 2)
+    assert ema_rate(25, 100, 0.9) == pytest.approx(
+        1 - 0.1 * (math.cos(math.pi / 4) + 1) / 2
+    )
 
 
 def test_target_gets_no_gradient_and_follows_the_ema() -> None:
@@ -32,7 +34,9 @@ def test_target_gets_no_gradient_and_follows_the_ema() -> None:
     optimizer = torch.optim.SGD(method.parameters(), lr=0.1)
     views = torch.randn(2, 8, 1, 16, 16)
 
-    before_target = {k: v.clone() for k, v in method.target_encoder.state_dict().items()}
+    before_target = {
+        k: v.clone() for k, v in method.target_encoder.state_dict().items()
+    }
     loss = method(views)
     optimizer.zero_grad()
     loss.backward()
@@ -50,7 +54,9 @@ def test_target_gets_no_gradient_and_follows_the_ema() -> None:
     for name, target in method.target_encoder.named_parameters():
         expected = rate * before_target[name] + (1 - rate) * online[name]
         torch.testing.assert_close(target, expected, rtol=1e-6, atol=1e-7)
-    assert not torch.equal(method.target_encoder.conv1.weight, before_target["conv1.weight"])
+    assert not torch.equal(
+        method.target_encoder.conv1.weight, before_target["conv1.weight"]
+    )
 
 
 def test_loss_is_zero_when_prediction_matches_target() -> None:

@@ -7,7 +7,7 @@ from wmse.evaluate import effective_rank
 from wmse.methods.nowhiten import normalized_mse_loss
 
 
-def train_linear_embedding(loss_fn, steps: int = 300) -> torch.Tensor:  # noqa: ANN001
+def train_linear_embedding(loss_fn, steps: int = 300) -> torch.Tensor:
     """Fit a linear embedding (16 -> 8, with bias) to two noisy views of fixed inputs.
 
     The views of each input differ by noise as large as the inputs, so the only way to
@@ -33,7 +33,9 @@ def train_linear_embedding(loss_fn, steps: int = 300) -> torch.Tensor:  # noqa: 
 def test_nowhiten_collapses_wmse_keeps_full_rank() -> None:
     slicing = torch.Generator().manual_seed(1)
     collapsed = train_linear_embedding(normalized_mse_loss)
-    healthy = train_linear_embedding(lambda v: wmse_loss(v, w_size=64, generator=slicing))
+    healthy = train_linear_embedding(
+        lambda v: wmse_loss(v, w_size=64, generator=slicing)
+    )
 
     # nowhiten: every input maps to (nearly) the same direction, effective rank ~ 1.
     directions = torch.nn.functional.normalize(collapsed, dim=1)

@@ -18,7 +18,8 @@ def direct_nt_xent(embeddings: torch.Tensor, temperature: float) -> float:
         anchor = unit[view, image]
         denominator = sum(
             math.exp(float(anchor @ unit[v, i]) / temperature)
-            for v, i in rows if (v, i) != (view, image)
+            for v, i in rows
+            if (v, i) != (view, image)
         )
         for other in range(num_views):
             if other != view:
@@ -30,16 +31,22 @@ def direct_nt_xent(embeddings: torch.Tensor, temperature: float) -> float:
 
 @pytest.mark.parametrize("num_views,temperature", [(2, 0.5), (3, 0.2), (4, 1.0)])
 def test_matches_direct_computation(num_views: int, temperature: float) -> None:
-    embeddings = torch.randn(num_views, 6, 5, generator=torch.Generator().manual_seed(0))
+    embeddings = torch.randn(
+        num_views, 6, 5, generator=torch.Generator().manual_seed(0)
+    )
     expected = direct_nt_xent(embeddings, temperature)
-    assert float(nt_xent_loss(embeddings, temperature)) == pytest.approx(expected, rel=1e-5)
+    assert float(nt_xent_loss(embeddings, temperature)) == pytest.approx(
+        expected, rel=1e-5
+    )
 
 
 def test_aligned_views_beat_random_views() -> None:
     generator = torch.Generator().manual_seed(1)
     # Well-separated images: one-hot directions; views nearly identical.
     base = torch.eye(32)[:16] * 5
-    aligned = torch.stack([base + 0.01 * torch.randn(16, 32, generator=generator) for _ in range(2)])
+    aligned = torch.stack(
+        [base + 0.01 * torch.randn(16, 32, generator=generator) for _ in range(2)]
+    )
     random_views = torch.randn(2, 16, 32, generator=generator)
 
     aligned_loss = float(nt_xent_loss(aligned, 0.5))

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["ImageDataset", "DatasetSplits", "DatasetError"]
+__all__ = ["DatasetError", "DatasetSplits", "ImageDataset"]
 
 
 class DatasetError(ValueError):
@@ -40,7 +40,7 @@ class ImageDataset:
     def __len__(self) -> int:
         return self.images.shape[0]
 
-    def subset(self, count: int) -> "ImageDataset":
+    def subset(self, count: int) -> ImageDataset:
         """The first ``count`` items (all of them if ``count`` is larger)."""
         labels = None if self.labels is None else self.labels[:count]
         return ImageDataset(self.images[:count], labels)
@@ -54,7 +54,8 @@ class DatasetSplits:
         name: Dataset name, e.g. "fashion-mnist".
         pretrain: Images for self-supervised training (labels unused).
         train: Labelled training split for the k-NN and linear evaluation.
-        test: Labelled test split for evaluation.
+        test: Labelled test split for evaluation; None for unlabelled image folders
+            (the run then trains without evaluating).
         classes: Class names, index = label.
         mean: Per-channel pixel mean in [0, 1] units, for normalisation.
         std: Per-channel pixel standard deviation in [0, 1] units.
@@ -64,12 +65,21 @@ class DatasetSplits:
     name: str
     pretrain: ImageDataset
     train: ImageDataset
-    test: ImageDataset
+    test: ImageDataset | None
     classes: list[str]
     mean: tuple[float, ...]
     std: tuple[float, ...]
     source: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def labelled(self) -> bool:
+        """Whether k-NN and linear evaluation are possible (labelled train and test)."""
+        return (
+            self.test is not None
+            and self.test.labels is not None
+            and self.train.labels is not None
+        )
 
     @property
     def image_size(self) -> int:

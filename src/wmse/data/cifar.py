@@ -17,7 +17,7 @@ import torch
 
 from wmse.data.base import DatasetError, DatasetSplits, ImageDataset
 
-__all__ = ["load_cifar10", "load_cifar100", "CIFAR10_FILES", "CIFAR100_FILES"]
+__all__ = ["CIFAR10_FILES", "CIFAR100_FILES", "load_cifar10", "load_cifar100"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def read_pickle(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as handle:
             content = _SafeUnpickler(handle, encoding="latin1").load()
-    except Exception as error:  # noqa: BLE001 - pickle raises many error types
+    except Exception as error:
         raise DatasetError(
             f"cannot read {path} as a CIFAR pickle ({type(error).__name__}: {error}); "
             "the file is corrupt or not from the python version of the dataset"
@@ -204,7 +204,7 @@ def find_or_download(
         getattr(torchvision.datasets, dataset_class)(
             str(data_dir), train=False, download=True
         )
-    except Exception as error:  # noqa: BLE001 - any network failure means the same
+    except Exception as error:
         raise DatasetError(
             f"{what} The download failed ({error}). {remedy}."
         ) from error

@@ -8,7 +8,7 @@ from pathlib import Path
 from wmse.data.base import DatasetError, DatasetSplits, ImageDataset
 from wmse.data.idx import read_idx
 
-__all__ = ["load_fashion_mnist", "DEBIAN_DIR", "FILES"]
+__all__ = ["DEBIAN_DIR", "FILES", "load_fashion_mnist"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def download(data_dir: Path) -> Path:
     logger.info("Fashion-MNIST not found locally; downloading to %s", data_dir)
     try:
         FashionMNIST(str(data_dir), train=True, download=True)
-    except Exception as error:  # noqa: BLE001 - any network failure means the same here
+    except Exception as error:
         raise DatasetError(
             f"Fashion-MNIST files not found in {data_dir} or {DEBIAN_DIR}, and the "
             f"download failed ({error}). Install them with "
@@ -81,11 +81,15 @@ def load_split(folder: Path, images_key: str, labels_key: str) -> ImageDataset:
             f"{tuple(labels.shape)}) do not form an image/label pair"
         )
     if int(labels.max()) >= len(CLASSES):
-        raise DatasetError(f"{labels_path} holds label {int(labels.max())}; expected 0-9")
+        raise DatasetError(
+            f"{labels_path} holds label {int(labels.max())}; expected 0-9"
+        )
     return ImageDataset(images.unsqueeze(1), labels.long())
 
 
-def load_fashion_mnist(data_dir: Path | None = None, download_ok: bool = True) -> DatasetSplits:
+def load_fashion_mnist(
+    data_dir: Path | None = None, download_ok: bool = True
+) -> DatasetSplits:
     """Load Fashion-MNIST into memory.
 
     Looks in ``data_dir`` (plain or .gz IDX files, directly or in torchvision's

@@ -38,12 +38,16 @@ def read_idx(path: Path) -> torch.Tensor:
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
         raise DatasetError(f"{path} is not an IDX file (bad magic number)")
     if data[2] != IDX_UBYTE:
-        raise DatasetError(f"{path}: IDX type code {data[2]:#04x} is not unsigned byte (0x08)")
+        raise DatasetError(
+            f"{path}: IDX type code {data[2]:#04x} is not unsigned byte (0x08)"
+        )
     num_dims = data[3]
     header_end = 4 + 4 * num_dims
     if num_dims < 1 or len(data) < header_end:
         raise DatasetError(f"{path}: truncated IDX header")
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(num_dims))
+    shape = tuple(
+        int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(num_dims)
+    )
 
     # Payload: exactly prod(shape) bytes.
     expected = int(np.prod(shape))

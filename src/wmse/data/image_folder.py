@@ -24,12 +24,12 @@ from torchvision.transforms.v2 import functional as TF
 from wmse.data.base import DatasetError, DatasetSplits, ImageDataset
 
 __all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "DecodeFailure",
     "decode_images",
     "load_image_folder",
     "load_imagenet100",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
 ]
 
 logger = logging.getLogger(__name__)
@@ -330,3 +330,41 @@ def load_imagenet100(
         extra={"class_list": str(class_list_file)},
     )
 
+
+def load_user_folder(
+    data_dir: Path, image_size: int = 64, num_workers: int | None = None
+) -> DatasetSplits:
+    """A folder of the user's own images, with or without labels.
+
+    - ``data_dir/train/<class>/...`` with ``data_dir/test/<class>/...`` (or ``val/``):
+      labelled splits; training on train, evaluation on test.
+    - anything else: every image below ``data_dir`` (flat or nested), unlabelled, for
+      self-supervised training only; the run then skips the k-NN and linear evaluation.
+
+    Returns:
+        Splits with RGB images of ``image_size`` px and ImageNet mean and std.
+    """
+    data_dir = Path(data_dir)
+    test_dir = next(
+        (data_dir / n for n in ("test", "val") if (data_dir / n).is_dir()), None
+    )
+    if (data_dir / "train").is_dir() and test_dir is not None:
+        train, classes = load_image_folder(
+            data_dir / "train", image_size, True, None, num_workers
+        )
+        test, _ = load_image_folder(test_dir, image_size, True, classes, num_workers)
+    else:
+        train, classes = load_image_folder(
+            data_dir, image_size, False, None, num_workers
+        )
+        test = None
+    return DatasetSplits(
+        name="folder",
+        pretrain=train,
+        train=train,
+        test=test,
+        classes=classes,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        source=str(data_dir),
+    )

@@ -17,7 +17,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from wmse.data.base import DatasetError, DatasetSplits, ImageDataset
 
-__all__ = ["load_stl10", "FILES", "NATIVE_SIZE"]
+__all__ = ["FILES", "NATIVE_SIZE", "load_stl10"]
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ def find_or_download(data_dir: Path | None, download_ok: bool) -> Path:
 
         # split="test" so that only the small test split is read after the download.
         STL10(str(data_dir), split="test", download=True)
-    except Exception as error:  # noqa: BLE001 - any network failure means the same
+    except Exception as error:
         raise DatasetError(
             f"{what} The download failed ({error}). {remedy}."
         ) from error

@@ -16,7 +16,7 @@ import torch
 from wmse.data.base import DatasetError, DatasetSplits, ImageDataset
 from wmse.data.image_folder import decode_images
 
-__all__ = ["load_tiny_imagenet", "FOLDER", "IMAGE_SIZE"]
+__all__ = ["FOLDER", "IMAGE_SIZE", "load_tiny_imagenet"]
 
 logger = logging.getLogger(__name__)
 

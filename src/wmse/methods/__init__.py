@@ -8,7 +8,7 @@ from wmse.methods.nowhiten import NoWhiten
 from wmse.methods.simclr import SimCLR
 from wmse.methods.wmse import WMSE
 
-__all__ = ["Method", "METHODS", "WMSE", "SimCLR", "BYOL", "NoWhiten"]
+__all__ = ["BYOL", "METHODS", "WMSE", "Method", "NoWhiten", "SimCLR"]
 
 METHODS: dict[str, type[Method]] = {
     "wmse": WMSE,

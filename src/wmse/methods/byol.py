@@ -48,13 +48,22 @@ class BYOL(Method):
         flat = views.flatten(0, 1)  # (d*N, C, H, W)
 
         # Online predictions and target embeddings: (d, N, D) each.
-        online = self.predictor(self.head(self.encoder(flat))).view(num_views, num_images, -1)
+        online = self.predictor(self.head(self.encoder(flat))).view(
+            num_views, num_images, -1
+        )
         with torch.no_grad():
-            target = self.target_head(self.target_encoder(flat)).view(num_views, num_images, -1)
-        online, target = F.normalize(online.float(), dim=-1), F.normalize(target.float(), dim=-1)
+            target = self.target_head(self.target_encoder(flat)).view(
+                num_views, num_images, -1
+            )
+        online, target = (
+            F.normalize(online.float(), dim=-1),
+            F.normalize(target.float(), dim=-1),
+        )
 
         # All ordered pairs i != j: sum_i online_i . (sum_j target_j - target_i)
-        cross = (online * (target.sum(dim=0, keepdim=True) - target)).sum(dim=-1)  # (d, N)
+        cross = (online * (target.sum(dim=0, keepdim=True) - target)).sum(
+            dim=-1
+        )  # (d, N)
         mean_cos = cross.sum(dim=0).mean() / (num_views * (num_views - 1))
         return 2.0 - 2.0 * mean_cos
 
@@ -65,7 +74,9 @@ class BYOL(Method):
         self.last_rate = rate
         pairs = [(self.target_encoder, self.encoder), (self.target_head, self.head)]
         for target, online in pairs:
-            for target_param, online_param in zip(target.parameters(), online.parameters()):
+            for target_param, online_param in zip(
+                target.parameters(), online.parameters()
+            ):
                 target_param.lerp_(online_param, 1.0 - rate)
             for target_buffer, online_buffer in zip(target.buffers(), online.buffers()):
                 target_buffer.copy_(online_buffer)

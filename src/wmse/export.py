@@ -1,0 +1,136 @@
+"""Using a trained encoder outside wmse: weight export and image embedding.
+
+- :func:`export_encoder` writes the encoder alone as safetensors (any width) and, for
+  width 64, as a plain torchvision ResNet state dict.
+- :func:`embed_folder` turns a folder of images into an (N, F) feature array with the
+  image paths, using the run's own normalisation and image size.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from wmse.checkpoint import CheckpointError, load_checkpoint
+from wmse.config import RunConfig
+from wmse.data.image_folder import _image_files, decode_images
+from wmse.evaluate import extract_features
+from wmse.models import ResNetEncoder
+from wmse.train import build_method
+
+__all__ = ["embed_folder", "export_encoder", "load_encoder"]
+
+logger = logging.getLogger(__name__)
+
+LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+
+
+def checkpoint_path(path: Path) -> Path:
+    """A run folder's checkpoint.pt, or ``path`` itself."""
+    return path / "checkpoint.pt" if path.is_dir() else path
+
+
+def encoder_state(state: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The encoder's parameters and buffers from a checkpoint, without the prefix."""
+    prefix = "encoder."
+    weights = {
+        k[len(prefix) :]: v for k, v in state["model"].items() if k.startswith(prefix)
+    }
+    if not weights:
+        raise CheckpointError("the checkpoint holds no encoder weights")
+    return weights
+
+
+def load_encoder(path: Path) -> tuple[ResNetEncoder, dict[str, Any]]:
+    """The trained encoder (eval mode) and the checkpoint's normalisation record.
+
+    Raises:
+        CheckpointError: if the checkpoint is unreadable or lacks normalisation data.
+    """
+    state = load_checkpoint(checkpoint_path(path))
+    data = state.get("data")
+    if data is None:
+        raise CheckpointError(
+            "this checkpoint predates the stored normalisation (mean, std, image size); "
+            "re-save it with a current wmse"
+        )
+    config = RunConfig.from_dict(state["config"])
+    method = build_method(config, data["image_size"], data["channels"])
+    method.encoder.load_state_dict(encoder_state(state))
+    return method.encoder.eval(), data
+
+
+def export_encoder(path: Path, out_dir: Path) -> dict[str, Path]:
+    """Write ``encoder.safetensors`` and, at width 64, ``encoder-torchvision.pt``.
+
+    The torchvision file loads with no missing or unexpected keys into
+    ``torchvision.models.resnet18()`` (or 34/50) after the same stem change (for small
+    images: ``conv1 = Conv2d(C, 64, 3, stride, 1, bias=False)``, ``maxpool =
+    Identity()``) and ``fc = Identity()``.
+
+    Returns:
+        The files written, by kind ("safetensors", "torchvision").
+    """
+    state = load_checkpoint(checkpoint_path(path))
+    weights = {k: v.contiguous() for k, v in encoder_state(state).items()}
+    model_config = state["config"]["model"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    # safetensors: weights only, the model settings as string metadata.
+    written = {"safetensors": out_dir / "encoder.safetensors"}
+    metadata = {
+        "model": json.dumps(model_config),
+        "revision": str(state.get("revision")),
+    }
+    save_file(weights, str(written["safetensors"]), metadata=metadata)
+
+    # torchvision's layout only exists for the standard width.
+    if model_config["width"] == 64:
+        written["torchvision"] = out_dir / "encoder-torchvision.pt"
+        torch.save(weights, written["torchvision"])
+    else:
+        logger.warning(
+            "width %d has no torchvision counterpart; wrote safetensors only",
+            model_config["width"],
+        )
+    return written
+
+
+def embed_folder(
+    path: Path, folder: Path, batch_size: int = 512
+) -> tuple[np.ndarray, list[str]]:
+    """Encoder features of every image below ``folder`` (sorted by path).
+
+    Images are resized and centre-cropped to the run's image size, converted to its
+    channel count (luma for 1-channel runs) and normalised with its mean and std.
+
+    Returns:
+        float32 array (N, F) and the N image paths, in the same order.
+    """
+    encoder, data = load_encoder(path)
+    paths = [str(p) for p in _image_files(folder)]
+    if not paths:
+        raise CheckpointError(f"no images found in {folder}")
+    images = decode_images(paths, data["image_size"], num_workers=0)  # (N, 3, S, S)
+    if data["channels"] == 1:
+        images = (
+            (images.float() * LUMA).sum(dim=1, keepdim=True).round().to(torch.uint8)
+        )
+
+    from wmse.data.base import ImageDataset
+
+    features = extract_features(
+        encoder,
+        ImageDataset(images),
+        tuple(data["mean"]),
+        tuple(data["std"]),
+        torch.device("cpu"),
+        batch_size,
+    )
+    return features.numpy(), paths

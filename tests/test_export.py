@@ -1,0 +1,134 @@
+"""Export to safetensors and torchvision, and embedding a folder of images."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+from safetensors.torch import load_file
+
+from wmse.cli import main
+from wmse.config import RunConfig
+from wmse.train import Trainer
+
+
+def saved_run(data_dir: Path, run_dir: Path, width: int) -> Trainer:
+    """An untrained run with a checkpoint (export does not care about training)."""
+    config = RunConfig()
+    config.data.data_dir = str(data_dir)
+    config.model.width = width
+    config.train.threads = 2
+    trainer = Trainer(config, run_dir)
+    trainer.run_dir.mkdir(parents=True)
+    trainer.save()
+    return trainer
+
+
+def test_torchvision_resnet18_loads_the_export(
+    small_fashion_mnist: Path, tmp_path: Path
+) -> None:
+    trainer = saved_run(small_fashion_mnist, tmp_path / "run", width=64)
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                str(tmp_path / "run"),
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 0
+    )
+
+    # torchvision's ResNet-18 with the run's stem (1 channel, 3x3 stride 2, no max-pool).
+    model = torchvision.models.resnet18()
+    model.conv1 = torch.nn.Conv2d(1, 64, 3, 2, 1, bias=False)
+    model.maxpool = torch.nn.Identity()
+    model.fc = torch.nn.Identity()
+    missing, unexpected = model.load_state_dict(
+        torch.load(tmp_path / "out" / "encoder-torchvision.pt", weights_only=True)
+    )
+    assert missing == [] and unexpected == []
+
+    images = torch.randn(4, 1, 28, 28)
+    ours = trainer.method.encoder.eval()(images)
+    torch.testing.assert_close(model.eval()(images), ours)
+
+    weights = load_file(str(tmp_path / "out" / "encoder.safetensors"))
+    torch.testing.assert_close(
+        weights["conv1.weight"], trainer.method.encoder.conv1.weight
+    )
+
+
+def test_narrow_encoder_exports_safetensors_only(
+    small_fashion_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    saved_run(small_fashion_mnist, tmp_path / "run", width=16)
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                str(tmp_path / "run"),
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 0
+    )
+    assert "safetensors" in capsys.readouterr().out
+    assert not (tmp_path / "out" / "encoder-torchvision.pt").exists()
+
+
+def test_embed_a_folder(
+    small_fashion_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    trainer = saved_run(small_fashion_mnist, tmp_path / "run", width=16)
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    for index, where in enumerate(["a.png", "b.jpg", "sub/c.png"]):
+        Image.new("RGB", (40, 30), (index * 80, 100, 50)).save(folder / where)
+
+    out = tmp_path / "emb.npy"
+    assert (
+        main(
+            [
+                "embed",
+                "--checkpoint",
+                str(tmp_path / "run"),
+                "--images",
+                str(folder),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    features = np.load(out)
+    paths = (tmp_path / "emb.paths.txt").read_text().splitlines()
+    assert features.shape == (3, trainer.method.encoder.feature_dim)
+    assert [Path(p).name for p in paths] == ["a.png", "b.jpg", "c.png"]
+    assert np.isfinite(features).all()
+    assert not np.allclose(features[0], features[2])
+
+
+def test_embed_on_a_non_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    code = main(
+        [
+            "embed",
+            "--checkpoint",
+            str(tmp_path / "junk.pt"),
+            "--images",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "e.npy"),
+        ]
+    )
+    assert code == 2
+    assert "is not a readable checkpoint" in capsys.readouterr().err
