@@ -211,6 +211,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="Output folder (default runs/compare-<date>-<time>).",
     )
     compare.add_argument("--data-dir", default=None, help="Dataset folder.")
+    compare.add_argument(
+        "--train-subset",
+        type=int,
+        default=None,
+        help="Use only the first N training images (quick trials).",
+    )
+    compare.add_argument(
+        "--test-subset",
+        type=int,
+        default=None,
+        help="Evaluate on the first N test images only (quick trials).",
+    )
+    compare.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="Override every preset's epochs (ignored with --minutes).",
+    )
+    compare.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (default: all cores).",
+    )
 
     export = commands.add_parser(
         "export",
@@ -383,6 +407,10 @@ def run_compare(args: argparse.Namespace) -> int:
         config = RunConfig.from_dict(load_preset(name))
         if args.data_dir:
             config.data.data_dir = args.data_dir
+        config.data.train_subset = args.train_subset or config.data.train_subset
+        config.data.test_subset = args.test_subset or config.data.test_subset
+        config.train.epochs = args.epochs or config.train.epochs
+        config.train.threads = args.threads or config.train.threads
         entries.append(CompareEntry(name, config))
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or Path("runs") / f"compare-{stamp}"

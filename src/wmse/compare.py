@@ -153,8 +153,10 @@ def markdown_table(records: list[dict[str, Any]], minutes: float | None) -> str:
     lines = [
         f"Budget: {budget}; seeds: {sorted({r['seed'] for r in records})}.",
         "",
-        "| method | linear top-1 | linear top-5 | 5-NN top-1 | effective rank "
-        "| images/s | epochs |",
+        (
+            "| method | linear top-1 | linear top-5 | 5-NN top-1 | effective rank "
+            "| images/s | epochs |"
+        ),
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for label in labels:

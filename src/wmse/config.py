@@ -7,8 +7,11 @@ these, so the help you read in ``wmse train --help`` is the text written here.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
+
+import torch
 
 from wmse.augment import AugmentConfig
 
@@ -256,7 +259,15 @@ class RunConfig:
         """
         sections = {f.name: f.type for f in dataclasses.fields(cls)}
         config = cls()
+        if not isinstance(values, dict):
+            raise ConfigError(
+                f"a configuration must be a table of sections, got {values!r}"
+            )
         for section, entries in values.items():
+            if not isinstance(entries, dict):
+                raise ConfigError(
+                    f"config section {section!r} must be a table, got {entries!r}"
+                )
             if section not in sections:
                 raise ConfigError(
                     f"unknown config section {section!r}; expected one of {sorted(sections)}"
@@ -268,42 +279,31 @@ class RunConfig:
                     raise ConfigError(
                         f"unknown key {section}.{key}; expected one of {sorted(known)}"
                     )
+                annotation = str(
+                    next(f.type for f in dataclasses.fields(target) if f.name == key)
+                )
                 default = getattr(target, key)
-                setattr(target, key, coerce(f"{section}.{key}", value, default))
+                setattr(
+                    target, key, coerce(f"{section}.{key}", value, annotation, default)
+                )
         return config
 
     def validate(self) -> None:
-        """Check the settings that would otherwise fail only after training starts.
+        """Check every setting before any work starts.
 
         Raises:
             ConfigError: naming the bad value and the remedy.
         """
-        loss, optim = self.loss, self.optim
-        if loss.views < 2:
-            raise ConfigError(
-                f"loss.views (d) must be >= 2 (the views of an image are each other's "
-                f"positives), got {loss.views}"
-            )
+        check_ranges(self)
+        check_choices(self)
+        loss = self.loss
         if loss.method == "wmse":
             self.validate_whitening()
-        if loss.temperature <= 0:
+        if self.optim.schedule == "step" and self.train.epochs <= 50:
             raise ConfigError(
-                f"loss.temperature must be positive, got {loss.temperature}"
+                f"the step schedule decays at 50 and 25 epochs before the end and needs "
+                f"more than 50 epochs, got {self.train.epochs}; use --schedule cosine"
             )
-        if not 0 <= loss.byol_tau < 1:
-            raise ConfigError(f"loss.byol_tau must be in [0, 1), got {loss.byol_tau}")
-        if optim.schedule not in ("cosine", "step"):
-            raise ConfigError(
-                f"optim.schedule must be 'cosine' or 'step', got {optim.schedule!r}"
-            )
-        if self.train.nan_policy not in ("stop", "skip"):
-            raise ConfigError(
-                f"train.nan_policy must be 'stop' or 'skip', got {self.train.nan_policy!r}"
-            )
-        if self.train.epochs < 1:
-            raise ConfigError(f"train.epochs must be >= 1, got {self.train.epochs}")
-        if optim.lr <= 0:
-            raise ConfigError(f"optim.lr must be positive, got {optim.lr}")
         try:
             self.augment.validate()
         except ValueError as error:
@@ -330,28 +330,144 @@ class RunConfig:
             )
 
 
-def coerce(name: str, value: Any, default: Any) -> Any:
-    """Convert a loaded value to the type of the field's default, or raise ConfigError."""
-    if value is None or default is None:
+# Choices for string settings. The registries (encoders, methods) are checked against
+# these in the tests, so that validation needs no heavy imports.
+ARCHITECTURES = ("resnet18", "resnet34", "resnet50")
+STEMS = ("auto", "small", "small-maxpool", "imagenet")
+METHODS = ("wmse", "simclr", "byol", "nowhiten")
+CHOICES = {
+    "model.arch": ARCHITECTURES,
+    "model.stem": STEMS,
+    "loss.method": METHODS,
+    "optim.schedule": ("cosine", "step"),
+    "train.nan_policy": ("stop", "skip"),
+}
+
+# (field, lowest allowed value, what to tell the user); None values are always allowed.
+INT_MINIMUMS = [
+    ("model.width", 4, "a multiple of 4; 16 for CPU runs, 64 for the paper's network"),
+    ("model.stem_stride", 1, "1 (the paper) or 2 (CPU budget)"),
+    ("model.head_hidden", 1, "e.g. 1024"),
+    ("model.embedding_dim", 1, "e.g. 64 or 128"),
+    ("loss.views", 2, "the views of an image are each other's positives; use 2 or 4"),
+    ("loss.w_size", 2, "e.g. 128 (at least twice the embedding size)"),
+    ("loss.w_iter", 1, "1, or 4 to stabilise small sub-batches"),
+    ("optim.batch_size", 1, "e.g. 256"),
+    ("optim.warmup_steps", 0, "e.g. 500, or 0 for none"),
+    ("eval.eval_every", 0, "0 evaluates only at the end"),
+    ("eval.knn_k", 1, "e.g. 5"),
+    ("eval.knn_weighted_k", 1, "e.g. 200"),
+    ("eval.linear_epochs", 1, "e.g. 100"),
+    ("eval.batch_size", 1, "e.g. 1024"),
+    ("train.epochs", 1, "e.g. 6"),
+    ("train.checkpoint_every", 0, "0 writes a checkpoint only at the end"),
+    ("train.log_every", 1, "e.g. 20"),
+    ("data.train_subset", 1, "leave it unset to use every image"),
+    ("data.test_subset", 1, "leave it unset to use every image"),
+    ("data.image_size", 8, "e.g. 64"),
+    ("train.max_steps", 1, "leave it unset to train for --epochs"),
+    ("train.threads", 1, "leave it unset to use every core"),
+]
+
+# Float fields that must be finite and positive (or >= 0 where marked).
+POSITIVE_FLOATS = [
+    "optim.lr",
+    "eval.linear_lr",
+    "eval.knn_temperature",
+    "loss.temperature",
+]
+NON_NEGATIVE_FLOATS = ["optim.weight_decay"]
+
+# Upper bound on views: each view is a full copy of the batch through the network.
+MAX_VIEWS = 64
+
+
+def get(config: RunConfig, name: str) -> Any:
+    section, key = name.split(".")
+    return getattr(getattr(config, section), key)
+
+
+def check_ranges(config: RunConfig) -> None:
+    """Counts, sizes and rates within their ranges. Raises ConfigError."""
+    for name, lowest, advice in INT_MINIMUMS:
+        value = get(config, name)
+        if value is not None and value < lowest:
+            raise ConfigError(f"{name} must be >= {lowest}, got {value} ({advice})")
+    for name in POSITIVE_FLOATS + NON_NEGATIVE_FLOATS:
+        value = get(config, name)
+        bad = (
+            not math.isfinite(value)
+            or value < 0
+            or (value == 0 and name in POSITIVE_FLOATS)
+        )
+        if bad:
+            sign = "positive" if name in POSITIVE_FLOATS else "non-negative"
+            raise ConfigError(f"{name} must be a finite {sign} number, got {value}")
+    for name in ("loss.w_eps", "loss.byol_tau"):
+        value = get(config, name)
+        if not 0 <= value < 1:
+            raise ConfigError(f"{name} must be in [0, 1), got {value}")
+    if config.loss.views > MAX_VIEWS:
+        raise ConfigError(
+            f"loss.views = {config.loss.views} is more than {MAX_VIEWS}; the paper uses 2 "
+            f"or 4, and every view costs a full pass of the network"
+        )
+    if config.model.width % 4:
+        raise ConfigError(
+            f"model.width must be a multiple of 4, got {config.model.width}"
+        )
+    if config.model.stem_stride > 2:
+        raise ConfigError(
+            f"model.stem_stride must be 1 or 2, got {config.model.stem_stride}"
+        )
+
+
+def check_choices(config: RunConfig) -> None:
+    """String settings among their choices, and a device torch understands."""
+    for name, choices in CHOICES.items():
+        value = get(config, name)
+        if value not in choices:
+            raise ConfigError(f"{name} must be one of {list(choices)}, got {value!r}")
+    device = config.train.device
+    if device != "auto":
+        try:
+            parsed = torch.device(device)
+        except RuntimeError as error:
+            raise ConfigError(
+                f"train.device {device!r} is not a device: use 'auto', 'cpu' or 'cuda[:i]'"
+            ) from error
+        if parsed.type not in ("cpu", "cuda", "mps", "xpu"):
+            raise ConfigError(
+                f"train.device {device!r} cannot train; use 'cpu' or 'cuda'"
+            )
+
+
+def coerce(name: str, value: Any, annotation: str, default: Any) -> Any:
+    """Check a loaded value against the field's type (from its annotation).
+
+    Raises:
+        ConfigError: naming the field, the expected type and the value.
+    """
+    optional = annotation.endswith("| None")
+    kind = annotation.replace(" | None", "")
+    if value is None and optional:
+        return None
+    if kind == "bool" and isinstance(value, bool):
         return value
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-    elif isinstance(default, int):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif isinstance(default, float):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif isinstance(default, str):
-        if isinstance(value, str):
-            return value
-    elif isinstance(default, tuple):
-        if isinstance(value, (list, tuple)) and len(value) == len(default):
-            return tuple(float(item) for item in value)
-    else:
+    if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
         return value
-    raise ConfigError(
-        f"{name} must be of type {type(default).__name__} like its default "
-        f"{default!r}, got {value!r}"
+    if (
+        kind == "float"
+        and isinstance(value, (int, float))
+        and not isinstance(value, bool)
+    ):
+        return float(value)
+    if kind == "str" and isinstance(value, str):
+        return value
+    numbers = isinstance(value, (list, tuple)) and all(
+        isinstance(item, (int, float)) and not isinstance(item, bool) for item in value
     )
+    if kind.startswith("tuple") and numbers and len(value) == len(default):
+        return tuple(float(item) for item in value)
+    expected = f"{kind} or null" if optional else kind
+    raise ConfigError(f"{name} must be {expected} (default {default!r}), got {value!r}")

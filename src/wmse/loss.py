@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -9,7 +10,11 @@ import torch.nn.functional as F
 
 from wmse.whitening import check_block_shape, check_eps, whiten_unchecked
 
-__all__ = ["slice_permutations", "stack_views", "wmse_loss"]
+__all__ = ["NonFiniteError", "slice_permutations", "stack_views", "wmse_loss"]
+
+
+class NonFiniteError(ValueError):
+    """Embeddings hold NaN or inf values (the network diverged or its input is bad)."""
 
 
 def stack_views(views: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
@@ -58,7 +63,7 @@ def stack_views(views: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
             for index, count in enumerate(bad_per_view)
             if count
         )
-        raise ValueError(
+        raise NonFiniteError(
             f"embeddings hold non-finite values (NaN or inf) ({details}); the network "
             f"diverged or its input is broken. Lower the learning rate or check the data."
         )
@@ -130,6 +135,7 @@ def wmse_loss(
     stacked = stack_views(views)  # (d, N, D)
     num_views, num_rows, dim = stacked.shape
     check_slicing(num_rows, w_size, w_iter)
+    w_size, w_iter = operator.index(w_size), operator.index(w_iter)
     check_eps(eps)
     check_block_shape(w_size, dim)
 
@@ -155,15 +161,28 @@ def wmse_loss(
     return 2.0 - 2.0 * mean_cos
 
 
+def is_integer(value: object) -> bool:
+    """True for Python, NumPy and 0-d integer tensor values, False for bools."""
+    if isinstance(value, bool) or (
+        isinstance(value, torch.Tensor) and value.dim() != 0
+    ):
+        return False
+    try:
+        operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        return False
+    return True
+
+
 def check_slicing(num_rows: int, w_size: int, w_iter: int) -> None:
     """Check that N rows can be cut into whole sub-batches of ``w_size`` rows.
 
     Raises:
         ValueError: naming N and w_size (or w_iter) when they do not fit.
     """
-    if isinstance(w_size, bool) or not isinstance(w_size, int) or w_size < 2:
+    if not is_integer(w_size) or w_size < 2:
         raise ValueError(f"w_size must be an integer >= 2, got {w_size!r}")
-    if isinstance(w_iter, bool) or not isinstance(w_iter, int) or w_iter < 1:
+    if not is_integer(w_iter) or w_iter < 1:
         raise ValueError(f"w_iter must be an integer >= 1, got {w_iter!r}")
     if num_rows < w_size:
         raise ValueError(

@@ -31,6 +31,7 @@ from wmse.evaluate import (
     evaluate_features,
     extract_features,
 )
+from wmse.loss import NonFiniteError
 from wmse.methods import METHODS, Method
 from wmse.models import ProjectionHead, build_encoder
 from wmse.reproducibility import (
@@ -39,6 +40,7 @@ from wmse.reproducibility import (
     rng_state,
     seed_everything,
 )
+from wmse.whitening import WhiteningError
 
 __all__ = [
     "TrainCallbacks",
@@ -198,17 +200,16 @@ class Trainer:
         callbacks: TrainCallbacks | None = None,
     ) -> None:
         config.validate()
-        if config.optim.schedule == "step" and config.train.epochs <= 50:
-            raise ConfigError(
-                f"the step schedule decays at 50 and 25 epochs before the end and needs "
-                f"more than 50 epochs, got {config.train.epochs}; use --schedule cosine"
-            )
         self.config = config
         if run_dir is None:
             run_dir = (
                 Path(config.train.run_dir)
                 if config.train.run_dir
                 else default_run_dir(config)
+            )
+        if run_dir.exists() and not run_dir.is_dir():
+            raise ConfigError(
+                f"run folder {run_dir} exists and is not a folder; choose another --run-dir"
             )
         self.run_dir = run_dir
         self.callbacks = callbacks or TrainCallbacks()
@@ -340,7 +341,12 @@ class Trainer:
 
     def write_run_info(self) -> None:
         """Save the resolved config, seed and code revision next to the results."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(
+                f"cannot create run folder {self.run_dir}: {error}"
+            ) from error
         info = {
             "config": self.config.to_dict(),
             "revision": self.revision,
@@ -378,9 +384,10 @@ class Trainer:
             problem = None
             if not bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):
                 problem = (
-                    f"loss {float(loss):.4g}, gradient norm {float(grad_norm):.4g}"
+                    f"loss {float(loss.detach()):.4g}, "
+                    f"gradient norm {float(grad_norm):.4g}"
                 )
-        except ValueError as error:  # non-finite embeddings, failed Cholesky
+        except (NonFiniteError, WhiteningError) as error:  # NaN embeddings, Cholesky
             loss, problem = torch.full((), float("nan"), device=self.device), str(error)
 
         if problem is None:

@@ -31,6 +31,11 @@ def check_block_shape(rows: int, dim: int) -> None:
     Raises:
         WhiteningError: if ``rows <= dim``.
     """
+    if dim < 1 or rows < 2:
+        raise WhiteningError(
+            f"cannot whiten blocks of W={rows} rows and D={dim} dimensions: need D >= 1 "
+            f"and W > D"
+        )
     if rows <= dim:
         raise WhiteningError(
             f"cannot whiten a sub-batch of W={rows} rows in D={dim} dimensions: the "
@@ -83,6 +88,8 @@ def whiten(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
         >>> bool((cov - torch.eye(16)).abs().max() < 1e-3)
         True
     """
+    if not isinstance(x, torch.Tensor):
+        raise WhiteningError(f"whiten expects a torch.Tensor, got {type(x).__name__}")
     if x.dim() < 2:
         raise WhiteningError(
             f"whiten expects a tensor of shape (..., W, D), got shape {tuple(x.shape)}"
@@ -102,7 +109,9 @@ def whiten(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
 
 
 def check_eps(eps: float) -> None:
-    """Raises WhiteningError unless 0 <= eps < 1."""
+    """Raises WhiteningError unless eps is a number with 0 <= eps < 1."""
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise WhiteningError(f"eps must be a number in [0, 1), got {eps!r}")
     if not 0.0 <= eps < 1.0:
         raise WhiteningError(f"eps must be in [0, 1) (the paper uses 0), got {eps}")
 

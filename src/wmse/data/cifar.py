@@ -190,8 +190,10 @@ def find_or_download(
         f"Download and extract {url} into {data_dir or '--data-dir'} so the files are "
         f"in {where}"
     )
-    looked = closest if data_dir is not None else "(no --data-dir given)"
-    what = f"{title} files missing in {looked}: {', '.join(missing)}."
+    if data_dir is None:
+        what = f"{title} needs --data-dir (the folder to read it from, or to download into)."
+    else:
+        what = f"{title} files missing in {closest}: {', '.join(missing)}."
 
     # No local copy: download when allowed (the archive extracts to folder_name).
     if not download_ok or data_dir is None:

@@ -40,13 +40,27 @@ def find_file(folder: Path, stem: str) -> Path | None:
 
 
 def find_folder(data_dir: Path | None) -> Path | None:
-    """The first folder holding all four files: data_dir, its torchvision layout, Debian's."""
+    """The first folder holding all four files: data_dir, its torchvision layout, Debian's.
+
+    Warns when ``data_dir`` was given but the files come from elsewhere, naming what
+    ``data_dir`` lacks.
+    """
     candidates = []
     if data_dir is not None:
         candidates += [data_dir, data_dir / "FashionMNIST" / "raw"]
     candidates.append(DEBIAN_DIR)
     for folder in candidates:
         if all(find_file(folder, stem) for stem in FILES.values()):
+            if data_dir is not None and folder == DEBIAN_DIR:
+                missing = [
+                    stem for stem in FILES.values() if not find_file(data_dir, stem)
+                ]
+                logger.warning(
+                    "--data-dir %s lacks %s; using the system copy in %s instead",
+                    data_dir,
+                    ", ".join(missing),
+                    folder,
+                )
             return folder
     return None
 

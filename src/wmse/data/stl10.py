@@ -137,8 +137,12 @@ def find_or_download(data_dir: Path | None, download_ok: bool) -> Path:
     if folder is not None:
         return folder
     target = data_dir / FOLDER if data_dir is not None else f"<--data-dir>/{FOLDER}"
-    looked = closest if data_dir is not None else "(no --data-dir given)"
-    what = f"STL-10 files missing in {looked}: {', '.join(missing)}."
+    if data_dir is None:
+        what = (
+            "STL-10 needs --data-dir (the folder to read it from, or to download into)."
+        )
+    else:
+        what = f"STL-10 files missing in {closest}: {', '.join(missing)}."
     remedy = f"Download and extract {URL} (2.6 GB) so the files are in {target}"
 
     # No local copy: download when allowed (the archive extracts to stl10_binary/).
