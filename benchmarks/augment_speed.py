@@ -35,17 +35,21 @@ def median_ms(function, repeats: int, device: torch.device) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def kornia_pipeline(channels: int, size: int):
-    """kornia's equivalent of our views: crop, flip, jitter (p=0.8), normalise."""
+def kornia_pipeline(channels: int, size: int) -> torch.nn.Module:
+    """kornia's equivalent of our views: crop, flip, jitter (p=0.8), grayscale, normalise.
+
+    For RGB it adds saturation and hue jitter and random grayscale, as ours does.
+    """
     import kornia.augmentation as K
 
+    colour = [K.ColorJitter(0.4, 0.4, p=0.8)]
+    if channels == 3:
+        colour = [K.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8), K.RandomGrayscale(p=0.1)]
     return torch.nn.Sequential(
         K.RandomResizedCrop((size, size), scale=(0.2, 1.0)),
         K.RandomHorizontalFlip(),
-        K.ColorJitter(0.4, 0.4, p=0.8),
-        K.Normalize(
-            mean=torch.full((channels,), 0.5), std=torch.full((channels,), 0.25)
-        ),
+        *colour,
+        K.Normalize(mean=torch.full((channels,), 0.5), std=torch.full((channels,), 0.25)),
     )
 
 

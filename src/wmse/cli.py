@@ -373,6 +373,8 @@ def run_train(args: argparse.Namespace) -> int:
             )
         trainer = Trainer(config, run_dir, callbacks=callbacks)
     result = trainer.fit()
+    if not trainer.dist.is_main:  # under torchrun, the main process reports
+        return 0
     if result is None:
         print(
             f"trained without evaluation (unlabelled data); run saved in {trainer.run_dir}"

@@ -96,6 +96,11 @@ class ModelConfig:
         "Stride of the 3x3 stem on small images. 2 makes every layer 4x cheaper (CPU "
         "default); the paper uses 1.",
     )
+    sync_batchnorm: bool = option(
+        False,
+        "With several processes: synchronise BatchNorm statistics across them "
+        "(slower; use when each process's share of the batch is small).",
+    )
     head_hidden: int = option(
         1024,
         "Hidden units of the projection head (the paper: 1024); keep it above the "
@@ -131,6 +136,13 @@ class LossConfig:
     )
     w_eps: float = option(
         0.0, "Covariance shrinkage towards identity; try 1e-4 if Cholesky fails."
+    )
+    whitening_scope: str = option(
+        "global",
+        "With several processes (torchrun): 'global' gathers every process's "
+        "embeddings and whitens the whole batch as one process would; 'local' whitens "
+        "each process's share on its own (the paper's multi-GPU behaviour, smaller "
+        "sub-batches).",
     )
     temperature: float = option(
         0.5, "SimCLR only: NT-Xent temperature (the paper's baseline: 0.5)."
@@ -341,6 +353,7 @@ CHOICES = {
     "loss.method": METHODS,
     "optim.schedule": ("cosine", "step"),
     "train.nan_policy": ("stop", "skip"),
+    "loss.whitening_scope": ("global", "local"),
 }
 
 # (field, lowest allowed value, what to tell the user); None values are always allowed.

@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from wmse.augment import ViewAugmenter
 from wmse.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from wmse.config import ConfigError, RunConfig
 from wmse.data import DatasetSplits, load_dataset
+from wmse.distributed import init_distributed
 from wmse.evaluate import (
     EvalResult,
     effective_rank,
@@ -212,8 +214,17 @@ class Trainer:
                 f"run folder {run_dir} exists and is not a folder; choose another --run-dir"
             )
         self.run_dir = run_dir
-        self.callbacks = callbacks or TrainCallbacks()
         self.device = resolve_device(config.train.device)
+        self.dist = init_distributed(self.device.type)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
+        self.check_distributed_batch()
+
+        # Only the main process reports progress and writes files.
+        self.callbacks = (
+            (callbacks or TrainCallbacks()) if self.dist.is_main else TrainCallbacks()
+        )
         if config.train.threads:
             torch.set_num_threads(config.train.threads)
         seed_everything(config.train.seed)
@@ -227,7 +238,18 @@ class Trainer:
 
         # Model, optimizer and schedule.
         self.method = build_method(config, self.splits.image_size, self.splits.channels)
+        if self.dist.enabled and config.model.sync_batchnorm:
+            if self.device.type != "cuda":
+                raise ConfigError(
+                    "--sync-batchnorm needs CUDA (torch's SyncBatchNorm runs on GPUs "
+                    "only); drop it for CPU runs"
+                )
+            self.method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
         self.method.to(self.device)
+        self.model: torch.nn.Module = self.method
+        if self.dist.enabled:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = DistributedDataParallel(self.method, device_ids=device_ids)
         self.optimizer = torch.optim.Adam(
             self.method.parameters(),
             lr=config.optim.lr,
@@ -245,11 +267,37 @@ class Trainer:
         # Independent random streams: data order, augmentation, batch slicing.
         seed = config.train.seed
         self.order_generator = torch.Generator().manual_seed(seed)
-        self.augment_generator = torch.Generator(self.device).manual_seed(seed + 1)
+        # Each process augments its own images with its own stream.
+        self.augment_generator = torch.Generator(self.device).manual_seed(
+            seed + 1 + 7919 * self.dist.rank
+        )
         self.slice_generator = torch.Generator(self.device).manual_seed(seed + 2)
         self.state = TrainState()
         self.stop_signal: int | None = None
         self.revision = code_revision()
+
+    def check_distributed_batch(self) -> None:
+        """Each process must get an equal, whitenable share of every batch."""
+        world, batch_size = self.dist.world_size, self.config.optim.batch_size
+        if not self.dist.enabled:
+            return
+        if batch_size % world:
+            raise ConfigError(
+                f"batch size {batch_size} does not split evenly over {world} processes"
+            )
+        local = batch_size // world
+        loss = self.config.loss
+        if (
+            loss.method == "wmse"
+            and loss.whitening_scope == "local"
+            and local % loss.w_size
+        ):
+            raise ConfigError(
+                f"with --whitening-scope local each of the {world} processes whitens its "
+                f"own {local} images per view, which w_size {loss.w_size} must divide "
+                f"(and exceed D = {self.config.model.embedding_dim}); lower --w-size, "
+                f"raise --batch-size, or use --whitening-scope global"
+            )
 
     def check_data_fits(self) -> None:
         """Refuse a dataset too small for one batch, before any work is done."""
@@ -294,7 +342,9 @@ class Trainer:
         }
 
     def save(self) -> None:
-        """Write the checkpoint, keeping the previous one as a fallback."""
+        """Write the checkpoint (main process only), keeping the previous one."""
+        if not self.dist.is_main:
+            return
         path = self.run_dir / CHECKPOINT
         if path.exists():
             path.replace(self.run_dir / PREVIOUS_CHECKPOINT)
@@ -329,6 +379,14 @@ class Trainer:
         self.order_generator.set_state(state["generators"]["order"])
         self.augment_generator.set_state(state["generators"]["augment"])
         self.slice_generator.set_state(state["generators"]["slice"])
+        if self.dist.rank > 0:
+            # NOTE: only the main process's augmentation stream is checkpointed; the
+            # others restart theirs from a seed derived from the step, so a resumed
+            # multi-process run is reproducible but not bit-identical to an
+            # uninterrupted one.
+            self.augment_generator.manual_seed(
+                self.config.train.seed + 1 + 7919 * self.dist.rank + self.state.step
+            )
         self.drop_metrics_after(self.state.epoch)
         logger.info(
             "resumed at epoch %d, step %d (%d batches into the next epoch)",
@@ -341,6 +399,8 @@ class Trainer:
 
     def write_run_info(self) -> None:
         """Save the resolved config, seed and code revision next to the results."""
+        if not self.dist.is_main:
+            return
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -362,6 +422,9 @@ class Trainer:
 
     def batch_views(self, indices: torch.Tensor) -> torch.Tensor:
         """Augmented views of the images at ``indices``: (d, N, C, H, W) on the device."""
+        if self.dist.enabled:  # this process's contiguous share of the batch
+            share = len(indices) // self.dist.world_size
+            indices = indices[self.dist.rank * share : (self.dist.rank + 1) * share]
         images = self.splits.pretrain.images[indices].to(self.device, non_blocking=True)
         return self.augmenter(images, self.config.loss.views, self.augment_generator)
 
@@ -375,7 +438,7 @@ class Trainer:
         views = self.batch_views(indices)
         self.optimizer.zero_grad(set_to_none=True)
         try:
-            loss = self.method(views, self.slice_generator)
+            loss = self.model(views, self.slice_generator)
             loss.backward()
             # The total gradient norm is finite exactly when every gradient is.
             grad_norm = torch.nn.utils.clip_grad_norm_(
@@ -513,8 +576,12 @@ class Trainer:
                 "your own images, use train/<class>/ and test/<class>/ sub-folders."
             )
             return None
+        if not self.dist.is_main:  # evaluation runs on the main process alone
+            self.dist.barrier()
+            return None
         result = self.evaluate()
         self.write_eval(result)
+        self.dist.barrier()
         return result
 
     def train_epochs(self) -> None:
@@ -530,8 +597,10 @@ class Trainer:
                 and not last
                 and self.splits.labelled
             ):
-                record.update(self.evaluate().as_dict())
-                self.method.train()
+                if self.dist.is_main:
+                    record.update(self.evaluate().as_dict())
+                    self.method.train()
+                self.dist.barrier()
 
             # Metrics first: a resume drops lines newer than its checkpoint.
             self.append_metrics(record)
@@ -554,7 +623,9 @@ class Trainer:
             path.write_text("".join(line + "\n" for line in kept))
 
     def append_metrics(self, record: dict[str, Any]) -> None:
-        """Append one JSON line to metrics.jsonl."""
+        """Append one JSON line to metrics.jsonl (main process only)."""
+        if not self.dist.is_main:
+            return
         with open(self.run_dir / METRICS, "a") as file:
             file.write(json.dumps(record) + "\n")
 

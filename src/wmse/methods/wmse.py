@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from wmse.distributed import gather_views
 from wmse.loss import wmse_loss
 from wmse.methods.base import Method
 
@@ -20,6 +21,10 @@ class WMSE(Method):
     ) -> torch.Tensor:
         loss_config = self.config.loss
         embeddings = self.embed(views)  # (d, N, D)
+
+        # Across processes: whiten the global batch, exactly as one process would.
+        if loss_config.whitening_scope == "global":
+            embeddings = gather_views(embeddings)  # (d, world_size * N, D)
         return wmse_loss(
             embeddings,
             w_size=loss_config.w_size,
