@@ -132,3 +132,18 @@ def test_embed_on_a_non_checkpoint(
     )
     assert code == 2
     assert "is not a readable checkpoint" in capsys.readouterr().err
+
+
+def test_checkpoint_from_another_architecture(
+    small_fashion_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    saved_run(small_fashion_mnist, tmp_path / "run", width=16)
+    # Pretend the run was configured with width 8: the weights no longer fit.
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    state["config"]["model"]["width"] = 8
+    torch.save(state, tmp_path / "run" / "checkpoint.pt")
+
+    assert main(["eval", "--checkpoint", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "does not fit the configured model" in err and "other shape" in err
+    assert len(err.splitlines()) == 1 and len(err) < 600

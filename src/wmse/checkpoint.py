@@ -91,3 +91,33 @@ def load_checkpoint(
             f"{path} is not a wmse checkpoint (no model/config entries)"
         )
     return state
+
+
+def load_weights(
+    module: torch.nn.Module, weights: dict[str, torch.Tensor], source: str
+) -> None:
+    """Load ``weights`` into ``module`` strictly, or explain the mismatch in one line.
+
+    Raises:
+        CheckpointError: naming how many entries are missing, unexpected or of another
+            shape, with a few examples, and the likely cause.
+    """
+    own = module.state_dict()
+    missing = [name for name in own if name not in weights]
+    unexpected = [name for name in weights if name not in own]
+    reshaped = [
+        f"{name} {tuple(weights[name].shape)} vs {tuple(own[name].shape)}"
+        for name in own
+        if name in weights and weights[name].shape != own[name].shape
+    ]
+    if missing or unexpected or reshaped:
+        details = []
+        for label, names in (("missing", missing), ("unexpected", unexpected),
+                             ("other shape", reshaped)):  # fmt: skip
+            if names:
+                details.append(f"{len(names)} {label} (e.g. {', '.join(names[:2])})")
+        raise CheckpointError(
+            f"{source} does not fit the configured model: {'; '.join(details)}. Was it "
+            f"written with another method, architecture, width or embedding size?"
+        )
+    module.load_state_dict(weights)

@@ -448,7 +448,7 @@ def run_embed(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from wmse.checkpoint import load_checkpoint
+    from wmse.checkpoint import load_checkpoint, load_weights
 
     path = (
         args.checkpoint / "checkpoint.pt"
@@ -464,7 +464,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.test_subset:
         config.data.test_subset = args.test_subset
     trainer = Trainer(config, path.parent)
-    trainer.method.load_state_dict(state["model"])
+    load_weights(trainer.method, state["model"], str(path))
     trainer.state.epoch, trainer.state.step = state["epoch"], state["step"]
     result = trainer.evaluate()
     output = path.parent / f"eval-{path.stem}.json"

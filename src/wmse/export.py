@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from wmse.checkpoint import CheckpointError, load_checkpoint
+from wmse.checkpoint import CheckpointError, load_checkpoint, load_weights
 from wmse.config import RunConfig
 from wmse.data.image_folder import _image_files, decode_images
 from wmse.evaluate import extract_features
@@ -62,7 +62,7 @@ def load_encoder(path: Path) -> tuple[ResNetEncoder, dict[str, Any]]:
         )
     config = RunConfig.from_dict(state["config"])
     method = build_method(config, data["image_size"], data["channels"])
-    method.encoder.load_state_dict(encoder_state(state))
+    load_weights(method.encoder, encoder_state(state), str(path))
     return method.encoder.eval(), data
 
 

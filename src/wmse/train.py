@@ -23,7 +23,11 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from wmse.augment import ViewAugmenter
-from wmse.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from wmse.checkpoint import (
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+)
 from wmse.config import ConfigError, RunConfig
 from wmse.data import DatasetSplits, load_dataset
 from wmse.distributed import init_distributed
@@ -356,13 +360,7 @@ class Trainer:
         Raises:
             CheckpointError: if the checkpoint does not fit this model.
         """
-        try:
-            self.method.load_state_dict(state["model"])
-        except RuntimeError as error:
-            raise CheckpointError(
-                f"checkpoint does not fit the configured model ({error}); was it written "
-                f"with another architecture, width or embedding size?"
-            ) from error
+        load_weights(self.method, state["model"], f"checkpoint in {self.run_dir}")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         progress = state["epoch_progress"]
