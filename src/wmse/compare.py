@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 TABLE_KEYS = ("linear_top1", "linear_top5", "knn_top1", "effective_rank")
 
 # Evaluations during each run, for the accuracy-over-time plot.
-EVAL_POINTS = 3
+EVAL_POINTS = 2
 
 
 @dataclass
