@@ -157,3 +157,25 @@ def test_cuda_autocast(dtype: torch.dtype) -> None:
     assert white.dtype == torch.float32
     cov = covariance(white.cpu())
     assert (cov - torch.eye(32)).abs().max() < 1e-3
+
+
+def test_ill_conditioned_float32_falls_back_to_float64() -> None:
+    # Eigenvalues from 1 down to 1e-9: positive definite in float64, but float32
+    # rounding breaks its Cholesky factorisation.
+    generator = torch.Generator().manual_seed(0)
+    basis, _ = torch.linalg.qr(
+        torch.randn(16, 16, generator=generator, dtype=torch.float64)
+    )
+    scales = torch.logspace(0, -4.5, 16, dtype=torch.float64)
+    x = (
+        torch.randn(64, 16, generator=generator, dtype=torch.float64)
+        @ (basis * scales)
+        @ basis.T
+    )
+    assert int(torch.linalg.cholesky_ex(torch.cov(x.T).float())[1]) != 0
+
+    white = whiten(x.float())
+    assert white.dtype == torch.float32 and torch.isfinite(white).all()
+    assert (
+        covariance(white.double()) - torch.eye(16, dtype=torch.float64)
+    ).abs().max() < 0.1

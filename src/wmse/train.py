@@ -448,6 +448,9 @@ class Trainer:
                     f"loss {float(loss.detach()):.4g}, "
                     f"gradient norm {float(grad_norm):.4g}"
                 )
+        # NOTE: under torchrun with --whitening-scope local, one process may fail
+        # here while the others wait in the gradient all-reduce; with the default
+        # global scope every process sees the same embeddings and fails alike.
         except (NonFiniteError, WhiteningError) as error:  # NaN embeddings, Cholesky
             loss, problem = torch.full((), float("nan"), device=self.device), str(error)
 

@@ -13,6 +13,10 @@ import torch
 __all__ = ["WhiteningError", "compute_dtype", "whiten"]
 
 
+# Eigenvalue ratio under which a covariance of float32 data counts as singular.
+FLOAT32_SINGULAR = 1e-12
+
+
 class WhiteningError(ValueError):
     """Raised when a sub-batch cannot be whitened (singular or non-finite input)."""
 
@@ -137,6 +141,22 @@ def whiten_unchecked(x: torch.Tensor, eps: float) -> torch.Tensor:
         # cov = L L^T with L lower-triangular: (..., D, D)
         chol, info = torch.linalg.cholesky_ex(cov)
         failed = int((info != 0).sum())
+        if failed and cov.dtype == torch.float32:
+            # An ill-conditioned float32 covariance can lose positive definiteness to
+            # rounding; factorise and solve in float64 then, and return float32.
+            centred = x.double() - x.double().mean(dim=-2, keepdim=True)
+            cov = centred.transpose(-1, -2) @ centred / (rows - 1)  # (..., D, D)
+            if eps > 0:
+                eye = torch.eye(dim, dtype=cov.dtype, device=cov.device)
+                cov = (1.0 - eps) * cov + eps * eye
+            chol, info = torch.linalg.cholesky_ex(cov)
+            failed = int((info != 0).sum())
+
+            # Refuse covariances that are singular for float32 data (eigenvalue ratio
+            # below float32's resolution squared): whitening them would amplify noise.
+            eigenvalues = torch.linalg.eigvalsh(cov)  # (..., D), ascending
+            ratio = eigenvalues[..., 0] / eigenvalues[..., -1].clamp(min=1e-300)
+            failed = max(failed, int((ratio < FLOAT32_SINGULAR).sum()))
         if failed:
             raise WhiteningError(
                 f"Cholesky factorisation failed for {failed} of "
@@ -150,4 +170,4 @@ def whiten_unchecked(x: torch.Tensor, eps: float) -> torch.Tensor:
         white_t = torch.linalg.solve_triangular(
             chol, centred.transpose(-1, -2), upper=False
         )
-        return white_t.transpose(-1, -2)
+        return white_t.transpose(-1, -2).to(x.dtype)
