@@ -278,3 +278,16 @@ def test_nan_policy_skip_keeps_training(
     trainer.fit()
     assert trainer.state.step == 4 and trainer.state.skipped_steps == 1
     assert "Skipped (--nan-policy skip)" in caplog.text
+
+
+def test_resume_falls_back_to_the_previous_checkpoint(
+    small_fashion_mnist: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    Trainer(tiny_config(small_fashion_mnist, run_dir, epochs=2)).fit()
+    assert load_checkpoint(run_dir / "checkpoint-prev.pt")["epoch"] == 1
+
+    # A torn latest checkpoint: the run continues from the one before it.
+    (run_dir / "checkpoint.pt").write_bytes(b"torn")
+    resumed = resume_trainer(run_dir)
+    assert resumed.state.epoch == 1

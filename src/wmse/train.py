@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -24,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from wmse.augment import ViewAugmenter
 from wmse.checkpoint import (
+    CheckpointError,
     load_checkpoint,
     load_weights,
     save_checkpoint,
@@ -350,8 +352,14 @@ class Trainer:
         if not self.dist.is_main:
             return
         path = self.run_dir / CHECKPOINT
+
+        # Keep the last good checkpoint as a hard link, so that checkpoint.pt exists at
+        # every moment: a crash leaves either the old or the new one in place.
         if path.exists():
-            path.replace(self.run_dir / PREVIOUS_CHECKPOINT)
+            link = self.run_dir / f".{PREVIOUS_CHECKPOINT}.link"
+            link.unlink(missing_ok=True)
+            os.link(path, link)
+            os.replace(link, self.run_dir / PREVIOUS_CHECKPOINT)
         save_checkpoint(self.checkpoint_state(), path)
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -748,7 +756,13 @@ def resume_trainer(
     Raises:
         CheckpointError: if the run has no readable checkpoint.
     """
-    state = load_checkpoint(run_dir / CHECKPOINT)
+    try:
+        state = load_checkpoint(run_dir / CHECKPOINT)
+    except CheckpointError as error:
+        if not (run_dir / PREVIOUS_CHECKPOINT).is_file():
+            raise
+        logger.warning("%s; resuming from %s instead", error, PREVIOUS_CHECKPOINT)
+        state = load_checkpoint(run_dir / PREVIOUS_CHECKPOINT)
     config = RunConfig.from_dict(state["config"])
     trainer = Trainer(config, run_dir, splits=splits, callbacks=callbacks)
     trainer.restore(state)
