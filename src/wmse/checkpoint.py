@@ -82,7 +82,15 @@ def load_checkpoint(
             f"tensors or containers, possibly code ({forbidden}). wmse checkpoints "
             f"never need this; only trust files whose origin you know."
         ) from error
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
+    except (
+        RuntimeError,
+        EOFError,
+        OSError,
+        ValueError,
+        IndexError,
+        KeyError,
+        TypeError,
+    ) as error:
         raise CheckpointError(
             f"{path} is not a readable checkpoint: {error}"
         ) from error
