@@ -162,7 +162,8 @@ def test_cli_bad_setting_is_one_line_before_work(
     assert code == 2
     assert (
         err.strip()
-        == "wmse: error: batch size 200 is not a multiple of w_size 128; every whitening sub-batch must be full"
+        == "wmse: error: batch size 200 is not a multiple of w_size 128; "
+        "every whitening sub-batch must be full"
     )
     assert not (tmp_path / "x").exists()
 
