@@ -1,5 +1,6 @@
 """Export to safetensors and torchvision, and embedding a folder of images."""
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +114,76 @@ def test_embed_a_folder(
     assert [Path(p).name for p in paths] == ["a.png", "b.jpg", "c.png"]
     assert np.isfinite(features).all()
     assert not np.allclose(features[0], features[2])
+
+
+def photo_folder(folder: Path) -> Path:
+    """Three small photos, one in a sub-folder: a.png, b.jpg, sub/c.png."""
+    (folder / "sub").mkdir(parents=True)
+    for index, where in enumerate(["a.png", "b.jpg", "sub/c.png"]):
+        Image.new("RGB", (40, 30), (index * 80, 100, 50)).save(folder / where)
+    return folder
+
+
+def embed(run: Path, images: Path, out: Path) -> int:
+    """``wmse embed`` through the command line; returns its exit code."""
+    return main(
+        ["embed", "--checkpoint", str(run), "--images", str(images), "--out", str(out)]
+    )
+
+
+def test_embed_to_parquet_matches_npy(
+    small_fashion_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    trainer = saved_run(small_fashion_mnist, tmp_path / "run", width=16)
+    folder = photo_folder(tmp_path / "photos")
+
+    # The same folder written both ways.
+    assert embed(tmp_path / "run", folder, tmp_path / "emb.npy") == 0
+    assert embed(tmp_path / "run", folder, tmp_path / "out" / "emb.parquet") == 0
+    assert "3 embeddings of size" in capsys.readouterr().out
+    assert not (tmp_path / "out" / "emb.paths.txt").exists()
+
+    # One table: path strings and fixed-size lists of F float32.
+    F = trainer.method.encoder.feature_dim
+    table = pq.read_table(tmp_path / "out" / "emb.parquet")
+    assert table.column_names == ["path", "embedding"]
+    assert table.schema.field("path").type == pa.string()
+    assert table.schema.field("embedding").type == pa.list_(pa.float32(), F)
+
+    # Same paths and the same values, in the same order, as the .npy output.
+    listing = (tmp_path / "emb.paths.txt").read_text().splitlines()
+    assert table.column("path").to_pylist() == listing
+    assert [Path(p).name for p in listing] == ["a.png", "b.jpg", "c.png"]
+    embedding = table.column("embedding").combine_chunks()
+    features = embedding.flatten().to_numpy().reshape(len(table), F)  # (N, F)
+    np.testing.assert_array_equal(features, np.load(tmp_path / "emb.npy"))
+
+
+@pytest.mark.parametrize("name", ["emb.csv", "emb", "emb.npz", "emb.NPY"])
+def test_embed_refuses_an_unknown_suffix_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture, name: str
+) -> None:
+    # The checkpoint does not even exist: the output is checked first.
+    code = embed(tmp_path / "no-run", tmp_path, tmp_path / name)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.splitlines()) == 1 and err.startswith("wmse: error: ")
+    assert str(tmp_path / name) in err and "*.npy" in err and "*.parquet" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_parquet_without_pyarrow_names_the_remedy(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # None in sys.modules makes `import pyarrow` raise ImportError.
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    code = embed(tmp_path / "no-run", tmp_path, tmp_path / "emb.parquet")
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.splitlines()) == 1
+    assert 'pip install "wmse[parquet]"' in err and ".npy" in err
 
 
 def test_embed_on_a_non_checkpoint(

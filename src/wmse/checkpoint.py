@@ -19,6 +19,11 @@ import torch
 
 __all__ = ["CheckpointError", "load_checkpoint", "save_checkpoint"]
 
+# The end of every message about a file that is not a usable checkpoint.
+USE_A_RUN = (
+    "pass a run folder or its checkpoint.pt (checkpoint-prev.pt holds the one before)"
+)
+
 logger = logging.getLogger(__name__)
 
 
@@ -61,12 +66,10 @@ def load_checkpoint(
             pickled objects other than tensors and plain containers.
     """
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"checkpoint {path} does not exist; {USE_A_RUN}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        # torch's weights-only loader says so when it met a forbidden object; other
-        # unpickling errors mean the file is not a checkpoint at all.
         # torch's weights-only loader names a forbidden global ("Unsupported global")
         # when the file carries code or classes; anything else means it is not a
         # checkpoint at all.
@@ -74,7 +77,7 @@ def load_checkpoint(
         if "Unsupported global" not in message:
             raise CheckpointError(
                 f"{path} is not a readable checkpoint (not a torch.save file, or "
-                f"corrupt)"
+                f"corrupt); {USE_A_RUN}"
             ) from error
         forbidden = message[message.index("Unsupported global") :].split(" was ")[0]
         raise CheckpointError(
@@ -91,12 +94,14 @@ def load_checkpoint(
         KeyError,
         TypeError,
     ) as error:
+        reason = " ".join(str(error).split())  # torch's messages can span lines
         raise CheckpointError(
-            f"{path} is not a readable checkpoint: {error}"
+            f"{path} is not a readable checkpoint ({reason}); {USE_A_RUN}"
         ) from error
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise CheckpointError(
-            f"{path} is not a wmse checkpoint (no model/config entries)"
+            f"{path} is not a wmse checkpoint (no model/config entries; exported "
+            f"encoders cannot be read back); {USE_A_RUN}"
         )
     return state
 
@@ -125,7 +130,8 @@ def load_weights(
             if names:
                 details.append(f"{len(names)} {label} (e.g. {', '.join(names[:2])})")
         raise CheckpointError(
-            f"{source} does not fit the configured model: {'; '.join(details)}. Was it "
-            f"written with another method, architecture, width or embedding size?"
+            f"{source} does not fit the configured model: {'; '.join(details)}. It was "
+            f"written for another method, architecture, width or embedding size; use a "
+            f"checkpoint saved with these settings by this wmse version, unmodified"
         )
     module.load_state_dict(weights)

@@ -249,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, required=True, help="Output folder.")
 
     embed = commands.add_parser(
-        "embed", help="Turn a folder of images into encoder features (.npy + paths)."
+        "embed",
+        help="Turn a folder of images into encoder features (.npy or .parquet).",
     )
     embed.add_argument(
         "--checkpoint",
@@ -267,7 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         type=Path,
         required=True,
-        help="Output .npy file; the paths go to the same name + .paths.txt.",
+        help="Output file: .npy (the paths go to the same name + .paths.txt) or "
+        ".parquet (one table with a path column and an embedding column; needs "
+        'pyarrow: pip install "wmse[parquet]").',
     )
 
     evaluate = commands.add_parser(
@@ -431,18 +434,15 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_embed(args: argparse.Namespace) -> int:
-    import numpy as np
+    from wmse.export import check_embeddings_path, embed_folder, write_embeddings
 
-    from wmse.export import embed_folder
-
+    # Refuse an unwritable output before the images are decoded and embedded.
+    check_embeddings_path(args.out)
     features, paths = embed_folder(args.checkpoint, args.images)
-    out = args.out if args.out.suffix == ".npy" else args.out.with_suffix(".npy")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, features)
-    listing = out.with_suffix(".paths.txt")
-    listing.write_text("".join(f"{path}\n" for path in paths))
+    written = write_embeddings(features, paths, args.out)
     print(
-        f"{features.shape[0]} embeddings of size {features.shape[1]}: {out}, {listing}"
+        f"{features.shape[0]} embeddings of size {features.shape[1]}: "
+        f"{', '.join(str(path) for path in written)}"
     )
     return 0
 

@@ -3,7 +3,9 @@
 - :func:`export_encoder` writes the encoder alone as safetensors (any width) and, for
   width 64, as a plain torchvision ResNet state dict.
 - :func:`embed_folder` turns a folder of images into an (N, F) feature array with the
-  image paths, using the run's own normalisation and image size.
+  image paths, using the run's own normalisation and image size;
+  :func:`write_embeddings` stores them as .npy (plus a paths file) or as one parquet
+  table.
 """
 
 from __future__ import annotations
@@ -18,17 +20,28 @@ import torch
 from safetensors.torch import save_file
 
 from wmse.checkpoint import CheckpointError, load_checkpoint, load_weights
-from wmse.config import RunConfig
-from wmse.data.image_folder import _image_files, decode_images
+from wmse.config import ConfigError, RunConfig
+from wmse.data.base import DatasetError
+from wmse.data.image_folder import IMG_EXTENSIONS, _image_files, decode_images
 from wmse.evaluate import extract_features
 from wmse.models import ResNetEncoder
 from wmse.train import build_method
 
-__all__ = ["embed_folder", "export_encoder", "load_encoder"]
+__all__ = [
+    "EMBEDDING_SUFFIXES",
+    "check_embeddings_path",
+    "embed_folder",
+    "export_encoder",
+    "load_encoder",
+    "write_embeddings",
+]
 
 logger = logging.getLogger(__name__)
 
 LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+
+# Output formats of write_embeddings, by file suffix.
+EMBEDDING_SUFFIXES = (".npy", ".parquet")
 
 
 def checkpoint_path(path: Path) -> Path:
@@ -112,11 +125,23 @@ def embed_folder(
 
     Returns:
         float32 array (N, F) and the N image paths, in the same order.
+
+    Raises:
+        CheckpointError: if the checkpoint is unusable.
+        DatasetError: if ``folder`` is missing, holds no images, or an image cannot
+            be decoded (the message names the file).
     """
     encoder, data = load_encoder(path)
+    if not folder.is_dir():
+        raise DatasetError(
+            f"image folder {folder} does not exist; pass a folder of images"
+        )
     paths = [str(p) for p in _image_files(folder)]
     if not paths:
-        raise CheckpointError(f"no images found in {folder}")
+        raise DatasetError(
+            f"no image files ({', '.join(IMG_EXTENSIONS)}) found in {folder}; pass a "
+            f"folder of images"
+        )
     images = decode_images(paths, data["image_size"], num_workers=0)  # (N, 3, S, S)
     if data["channels"] == 1:
         images = (
@@ -134,3 +159,78 @@ def embed_folder(
         batch_size,
     )
     return features.numpy(), paths
+
+
+def check_embeddings_path(out: Path) -> None:
+    """Refuse an output that :func:`write_embeddings` cannot write, before any work.
+
+    Raises:
+        ConfigError: for a suffix other than .npy or .parquet, or for .parquet when
+            pyarrow is not installed; the message names the remedy.
+    """
+    if out.suffix not in EMBEDDING_SUFFIXES:
+        raise ConfigError(
+            f"cannot write embeddings to {out}: unsupported suffix "
+            f"{out.suffix or '(none)'!r}; name the file *.npy (features, plus the paths "
+            f"in *.paths.txt) or *.parquet (one table of paths and features)"
+        )
+    if out.suffix == ".parquet":
+        try:
+            import pyarrow.parquet  # noqa: F401
+        except ImportError as error:
+            raise ConfigError(
+                f"writing {out} needs pyarrow, which is not installed; run "
+                f'`pip install "wmse[parquet]"`, or write a .npy file instead'
+            ) from error
+
+
+def write_embeddings(features: np.ndarray, paths: list[str], out: Path) -> list[Path]:
+    """Write embeddings and their image paths, in the format ``out``'s suffix names.
+
+    - ``.npy``: the float32 array (N, F), and the N paths one per line in the same
+      name with ``.paths.txt``.
+    - ``.parquet``: one table of N rows with a ``path`` string column and an
+      ``embedding`` column, a fixed-size list of F float32. ``np.stack(
+      pandas.read_parquet(out)["embedding"])`` gives back the (N, F) array.
+
+    Args:
+        features: Array (N, F), one row per image.
+        paths: The N image paths, in the row order of ``features``.
+        out: Output file ending in .npy or .parquet; its folder is created.
+
+    Returns:
+        The files written.
+
+    Raises:
+        ConfigError: as :func:`check_embeddings_path`.
+    """
+    check_embeddings_path(out)
+    features = np.ascontiguousarray(features, dtype=np.float32)  # (N, F)
+    N, F = features.shape
+    if len(paths) != N:
+        raise ValueError(f"{len(paths)} paths for {N} embeddings")
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    # .npy: the array alone; the paths go beside it as text.
+    if out.suffix == ".npy":
+        np.save(out, features)
+        listing = out.with_suffix(".paths.txt")
+        listing.write_text("".join(f"{path}\n" for path in paths))
+        return [out, listing]
+
+    # .parquet: one row per image. The embedding is a single fixed-size list column
+    # rather than F columns: pandas reads it as one array per row (np.stack gives the
+    # matrix back), pyarrow, polars and DuckDB as an array type whose schema states F,
+    # and a 512-wide feature vector does not become 512 loose columns to reassemble.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    values = pa.array(features.reshape(-1))  # (N * F,) float32, row-major
+    table = pa.table(
+        {
+            "path": pa.array(paths, type=pa.string()),
+            "embedding": pa.FixedSizeListArray.from_arrays(values, F),  # N lists of F
+        }
+    )
+    pq.write_table(table, out)
+    return [out]

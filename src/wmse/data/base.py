@@ -6,11 +6,23 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["DatasetError", "DatasetSplits", "ImageDataset"]
+__all__ = ["DatasetError", "DatasetSplits", "ImageDataset", "one_line"]
 
 
 class DatasetError(ValueError):
     """A dataset is missing, incomplete or corrupt; the message says which file and why."""
+
+
+def one_line(error: BaseException | str) -> str:
+    """The text of ``error`` on one line: each run of whitespace becomes one space.
+
+    Errors quoted inside our messages (torchvision's download failures, decoder errors)
+    often span several lines; the command line prints each error as a single line.
+
+    >>> one_line(OSError("Error downloading x.gz:\\nTried http://a/, got:\\n  404\\n"))
+    'Error downloading x.gz: Tried http://a/, got: 404'
+    """
+    return " ".join(str(error).split())
 
 
 @dataclass

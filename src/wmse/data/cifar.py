@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from wmse.data.base import DatasetError, DatasetSplits, ImageDataset
+from wmse.data.base import DatasetError, DatasetSplits, ImageDataset, one_line
 
 __all__ = ["CIFAR10_FILES", "CIFAR100_FILES", "load_cifar10", "load_cifar100"]
 
@@ -67,6 +67,10 @@ class _SafeUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+# The end of every message about a damaged file.
+REPLACE = "replace it by extracting the dataset's archive again"
+
+
 def read_pickle(path: Path) -> dict[str, Any]:
     """Read one CIFAR pickle into a dict with str keys.
 
@@ -81,11 +85,14 @@ def read_pickle(path: Path) -> dict[str, Any]:
             content = _SafeUnpickler(handle, encoding="latin1").load()
     except Exception as error:
         raise DatasetError(
-            f"cannot read {path} as a CIFAR pickle ({type(error).__name__}: {error}); "
-            "the file is corrupt or not from the python version of the dataset"
+            f"cannot read {path} as a CIFAR pickle ({type(error).__name__}: "
+            f"{one_line(error)}); the file is corrupt or not from the python version "
+            f"of the dataset, {REPLACE}"
         ) from error
     if not isinstance(content, dict):
-        raise DatasetError(f"{path} holds a {type(content).__name__}, not a dict")
+        raise DatasetError(
+            f"{path} holds a {type(content).__name__}, not a dict; {REPLACE}"
+        )
     return {_text(key): value for key, value in content.items()}
 
 
@@ -97,7 +104,9 @@ def _text(value: str | bytes) -> str:
 def _field(batch: dict[str, Any], key: str, path: Path) -> Any:
     """``batch[key]``, or a DatasetError naming the file and the keys it has."""
     if key not in batch:
-        raise DatasetError(f"{path} has no {key!r} entry (it has {sorted(batch)})")
+        raise DatasetError(
+            f"{path} has no {key!r} entry (it has {sorted(batch)}); {REPLACE}"
+        )
     return batch[key]
 
 
@@ -118,7 +127,7 @@ def read_batch(
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != row_size:
         raise DatasetError(
             f"{path}: 'data' is {data.dtype} of shape {data.shape}; expected uint8 of "
-            "shape (N, 3072)"
+            f"shape (N, 3072); {REPLACE}"
         )
     images = torch.from_numpy(data.reshape(-1, *IMAGE_SHAPE).copy())  # (N, 3, 32, 32)
 
@@ -126,12 +135,12 @@ def read_batch(
     if labels.shape != (len(data),) or not np.issubdtype(labels.dtype, np.integer):
         raise DatasetError(
             f"{path}: {label_key!r} is {labels.dtype} of shape {labels.shape}; "
-            f"expected {len(data)} integers"
+            f"expected {len(data)} integers; {REPLACE}"
         )
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
         raise DatasetError(
             f"{path}: {label_key!r} holds labels {labels.min()}..{labels.max()}; "
-            f"expected 0..{num_classes - 1}"
+            f"expected 0..{num_classes - 1}; {REPLACE}"
         )
     return images, torch.from_numpy(labels.astype(np.int64))
 
@@ -141,7 +150,7 @@ def read_names(path: Path, key: str, num_classes: int) -> list[str]:
     names = [_text(name) for name in _field(read_pickle(path), key, path)]
     if len(names) != num_classes:
         raise DatasetError(
-            f"{path}: {key!r} lists {len(names)} names, not {num_classes}"
+            f"{path}: {key!r} lists {len(names)} names, not {num_classes}; {REPLACE}"
         )
     return names
 
@@ -208,7 +217,7 @@ def find_or_download(
         )
     except Exception as error:
         raise DatasetError(
-            f"{what} The download failed ({error}). {remedy}."
+            f"{what} The download failed ({one_line(error)}). {remedy}."
         ) from error
     folder, closest, missing = locate(data_dir, folder_name, files)
     if folder is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from wmse.data.base import DatasetError, DatasetSplits, ImageDataset
+from wmse.data.base import DatasetError, DatasetSplits, ImageDataset, one_line
 from wmse.data.idx import read_idx
 
 __all__ = ["DEBIAN_DIR", "FILES", "load_fashion_mnist"]
@@ -75,7 +75,7 @@ def download(data_dir: Path) -> Path:
     except Exception as error:
         raise DatasetError(
             f"Fashion-MNIST files not found in {data_dir} or {DEBIAN_DIR}, and the "
-            f"download failed ({error}). Install them with "
+            f"download failed ({one_line(error)}). Install them with "
             f"`apt-get install dataset-fashion-mnist`, or put {', '.join(FILES.values())} "
             f"(optionally .gz) in {data_dir}."
         ) from error
@@ -92,11 +92,13 @@ def load_split(folder: Path, images_key: str, labels_key: str) -> ImageDataset:
     if images.dim() != 3 or labels.dim() != 1 or images.shape[0] != labels.shape[0]:
         raise DatasetError(
             f"{images_path} (shape {tuple(images.shape)}) and {labels_path} (shape "
-            f"{tuple(labels.shape)}) do not form an image/label pair"
+            f"{tuple(labels.shape)}) do not form an image/label pair; replace both "
+            f"with fresh copies of the same split"
         )
     if int(labels.max()) >= len(CLASSES):
         raise DatasetError(
-            f"{labels_path} holds label {int(labels.max())}; expected 0-9"
+            f"{labels_path} holds label {int(labels.max())}; expected 0-9, replace it "
+            f"with a fresh copy"
         )
     return ImageDataset(images.unsqueeze(1), labels.long())
 

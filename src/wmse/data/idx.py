@@ -8,17 +8,21 @@ wrong with the file.
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from wmse.data.base import DatasetError
+from wmse.data.base import DatasetError, one_line
 
 __all__ = ["read_idx", "write_idx"]
 
 # IDX type codes we accept (the datasets here only use unsigned bytes).
 IDX_UBYTE = 0x08
+
+# The end of every message about a damaged file.
+REPLACE = "replace it with a fresh copy"
 
 
 def read_idx(path: Path) -> torch.Tensor:
@@ -27,24 +31,30 @@ def read_idx(path: Path) -> torch.Tensor:
     Raises:
         DatasetError: if the file is unreadable, not IDX, or truncated.
     """
+    # A damaged gzip stream fails as OSError (bad header, CRC), EOFError (truncated)
+    # or zlib.error (corrupt deflate data), which is not an OSError.
     try:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as handle:
             data = handle.read()
-    except (OSError, EOFError) as error:
-        raise DatasetError(f"cannot read {path}: {error}") from error
+    except (OSError, EOFError, zlib.error) as error:
+        raise DatasetError(
+            f"cannot read {path} ({one_line(error)}); the file is damaged or not what "
+            f"its name says, {REPLACE}"
+        ) from error
 
     # Header: two zero bytes, a type code, the number of dimensions, then sizes.
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise DatasetError(f"{path} is not an IDX file (bad magic number)")
+        raise DatasetError(f"{path} is not an IDX file (bad magic number); {REPLACE}")
     if data[2] != IDX_UBYTE:
         raise DatasetError(
-            f"{path}: IDX type code {data[2]:#04x} is not unsigned byte (0x08)"
+            f"{path}: IDX type code {data[2]:#04x} is not unsigned byte (0x08); "
+            f"{REPLACE}"
         )
     num_dims = data[3]
     header_end = 4 + 4 * num_dims
     if num_dims < 1 or len(data) < header_end:
-        raise DatasetError(f"{path}: truncated IDX header")
+        raise DatasetError(f"{path}: truncated IDX header; {REPLACE}")
     shape = tuple(
         int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(num_dims)
     )
@@ -55,7 +65,7 @@ def read_idx(path: Path) -> torch.Tensor:
     if payload.size != expected:
         raise DatasetError(
             f"{path}: IDX header says shape {shape} ({expected} bytes) but the file holds "
-            f"{payload.size}; the file is truncated or corrupt, replace it"
+            f"{payload.size}; the file is truncated or corrupt, {REPLACE}"
         )
     return torch.from_numpy(payload.copy()).view(shape)
 

@@ -21,7 +21,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes
 from torchvision.transforms.v2 import functional as TF
 
-from wmse.data.base import DatasetError, DatasetSplits, ImageDataset
+from wmse.data.base import DatasetError, DatasetSplits, ImageDataset, one_line
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -71,7 +71,7 @@ class _DecodeDataset(Dataset):
             with Image.open(path) as stored:
                 image = stored.convert("RGB")
         except Exception as error:  # noqa: BLE001 - any decoder error: unreadable
-            return DecodeFailure(path, f"{type(error).__name__}: {error}")
+            return DecodeFailure(path, f"{type(error).__name__}: {one_line(error)}")
 
         # Shorter side to image_size, then the central square.
         image = TF.resize(image, [self.image_size], antialias=True)
@@ -225,7 +225,9 @@ def load_image_folder(
     """
     root = Path(root)
     if not root.is_dir():
-        raise DatasetError(f"image folder {root} does not exist")
+        raise DatasetError(
+            f"image folder {root} does not exist; pass the folder that holds the images"
+        )
 
     # Layout: (path, label) pairs from ImageFolder's scan, or every image file.
     if labelled or class_list is not None:
@@ -236,7 +238,8 @@ def load_image_folder(
         classes, paths, labels = [], [str(path) for path in _image_files(root)], None
     if not paths:
         raise DatasetError(
-            f"no image files ({', '.join(IMG_EXTENSIONS)}) found in {root}"
+            f"no image files ({', '.join(IMG_EXTENSIONS)}) found in {root}; pass the "
+            f"folder that holds the images"
         )
 
     # Decode in worker processes into one uint8 tensor.

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from wmse.data.base import DatasetError, DatasetSplits, ImageDataset
+from wmse.data.base import DatasetError, DatasetSplits, ImageDataset, one_line
 
 __all__ = ["FILES", "NATIVE_SIZE", "load_stl10"]
 
@@ -39,6 +39,9 @@ NUM_CLASSES = 10
 # Images resized per step: 2,048 at 96px is 57 MB of input.
 CHUNK = 2048
 
+# The end of every message about a damaged file.
+REPLACE = f"replace it by extracting {URL} again"
+
 # Pixel statistics (at 96px) used by the W-MSE authors' code, in [0, 1] units.
 MEAN, STD = (0.43, 0.42, 0.39), (0.27, 0.26, 0.27)
 
@@ -53,7 +56,7 @@ def count_images(path: Path) -> int:
     if size % IMAGE_BYTES:
         raise DatasetError(
             f"{path} holds {size} bytes, not a multiple of {IMAGE_BYTES} (one 3x96x96 "
-            "image); the file is truncated or not from stl10_binary"
+            f"image); the file is truncated or not from {FOLDER}, {REPLACE}"
         )
     return size // IMAGE_BYTES
 
@@ -95,11 +98,13 @@ def read_labels(path: Path, count: int) -> torch.Tensor:
     labels = np.fromfile(path, dtype=np.uint8)
     if len(labels) != count:
         raise DatasetError(
-            f"{path} holds {len(labels)} labels but its image file holds {count} images"
+            f"{path} holds {len(labels)} labels but its image file holds {count} "
+            f"images; {REPLACE}"
         )
     if count and (labels.min() < 1 or labels.max() > NUM_CLASSES):
         raise DatasetError(
-            f"{path} holds labels {labels.min()}..{labels.max()}; expected 1..10"
+            f"{path} holds labels {labels.min()}..{labels.max()}; expected 1..10, "
+            f"{REPLACE}"
         )
     return torch.from_numpy(labels.astype(np.int64) - 1)
 
@@ -108,7 +113,9 @@ def read_class_names(path: Path) -> list[str]:
     """The ten class names, one per line of class_names.txt."""
     names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if len(names) != NUM_CLASSES:
-        raise DatasetError(f"{path} lists {len(names)} class names, not {NUM_CLASSES}")
+        raise DatasetError(
+            f"{path} lists {len(names)} class names, not {NUM_CLASSES}; {REPLACE}"
+        )
     return names
 
 
@@ -157,7 +164,7 @@ def find_or_download(data_dir: Path | None, download_ok: bool) -> Path:
         STL10(str(data_dir), split="test", download=True)
     except Exception as error:
         raise DatasetError(
-            f"{what} The download failed ({error}). {remedy}."
+            f"{what} The download failed ({one_line(error)}). {remedy}."
         ) from error
     folder, closest, missing = locate(data_dir)
     if folder is None:

@@ -74,7 +74,10 @@ def read_wnids(root: Path) -> list[str]:
     wnids = [line.strip() for line in (root / "wnids.txt").read_text().splitlines()]
     wnids = [wnid for wnid in wnids if wnid]
     if not wnids or len(set(wnids)) != len(wnids):
-        raise DatasetError(f"{root / 'wnids.txt'} must list distinct wnids, one a line")
+        raise DatasetError(
+            f"{root / 'wnids.txt'} must list distinct wnids, one a line; unzip {URL} "
+            f"again to replace it"
+        )
     return sorted(wnids)
 
 
@@ -140,7 +143,8 @@ def val_samples(root: Path, wnids: list[str]) -> tuple[list[Path], list[int]]:
         if len(fields) < 2 or fields[1].strip() not in label_of:
             raise DatasetError(
                 f"{annotations} line {number} ({line!r}) does not start with an "
-                "image file name and a wnid from wnids.txt, tab-separated"
+                f"image file name and a wnid from wnids.txt, tab-separated; unzip "
+                f"{URL} again to replace it"
             )
         paths.append(root / "val" / "images" / fields[0].strip())
         labels.append(label_of[fields[1].strip()])
@@ -150,7 +154,9 @@ def val_samples(root: Path, wnids: list[str]) -> tuple[list[Path], list[int]]:
     if missing:
         raise _missing_error(root, missing)
     if not paths:
-        raise DatasetError(f"{annotations} lists no image")
+        raise DatasetError(
+            f"{annotations} lists no image; unzip {URL} again to replace it"
+        )
     return paths, labels
 
 
