@@ -164,3 +164,42 @@ def test_gradients_agree_with_finite_differences() -> None:
         return wmse_loss(x, w_size=8, w_iter=2, generator=seeded(3))
 
     assert torch.autograd.gradcheck(loss, (views,), eps=1e-6, atol=1e-5)
+
+
+def test_gradients_with_shrinkage_and_four_views() -> None:
+    views = torch.stack(embeddings(4, 16, 3, seed=2)).double().requires_grad_(True)
+
+    def loss(x: torch.Tensor) -> torch.Tensor:
+        return wmse_loss(x, w_size=8, w_iter=2, eps=0.1, generator=seeded(5))
+
+    assert torch.autograd.gradcheck(loss, (views,), eps=1e-6, atol=1e-5)
+
+
+def test_unchecked_loss_turns_bad_input_into_nan_without_raising() -> None:
+    views = embeddings(2, 128, 4)
+    views[1][3, 2] = float("nan")
+    assert torch.isnan(wmse_loss(views, w_size=64, check=False))
+
+    # Singular covariance: the failed blocks are NaN instead of an exception.
+    low_rank = [v @ torch.randn(2, 8) for v in embeddings(2, 128, 2)]
+    assert torch.isnan(wmse_loss(low_rank, w_size=64, check=False))
+
+
+def test_unchecked_loss_equals_checked_loss_on_good_input() -> None:
+    views = embeddings(4, 256, 8)
+    checked = wmse_loss(views, w_size=64, w_iter=2, generator=seeded(1))
+    unchecked = wmse_loss(views, w_size=64, w_iter=2, generator=seeded(1), check=False)
+    assert float(checked) == float(unchecked)
+
+
+def test_bf16_autocast_keeps_the_loss_in_float32() -> None:
+    views = [v.bfloat16().requires_grad_(True) for v in embeddings(2, 256, 8)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = wmse_loss(views, w_size=128, generator=seeded(0))
+    loss.backward()
+
+    assert loss.dtype == torch.float32
+    plain = [v.detach().float() for v in views]
+    reference = wmse_loss(plain, w_size=128, generator=seeded(0))
+    assert abs(float(loss.detach()) - float(reference)) < 1e-5
+    assert all(v.grad is not None and v.grad.dtype == torch.bfloat16 for v in views)

@@ -16,6 +16,7 @@ from wmse.train import (
     Trainer,
     TrainingDiverged,
     TrainingInterrupted,
+    resolve_check_every,
     resume_trainer,
 )
 
@@ -161,8 +162,7 @@ def test_cli_bad_setting_is_one_line_before_work(
     err = capsys.readouterr().err
     assert code == 2
     assert (
-        err.strip()
-        == "wmse: error: batch size 200 is not a multiple of w_size 128; "
+        err.strip() == "wmse: error: batch size 200 is not a multiple of w_size 128; "
         "every whitening sub-batch must be full"
     )
     assert not (tmp_path / "x").exists()
@@ -270,9 +270,9 @@ def test_nan_policy_skip_keeps_training(
     original = trainer.method.forward
     calls = {"count": 0}
 
-    def sometimes_nan(views, generator=None):
+    def sometimes_nan(views, generator=None, check=True):
         calls["count"] += 1
-        loss = original(views, generator)
+        loss = original(views, generator, check)
         return loss * float("nan") if calls["count"] == 2 else loss
 
     trainer.method.forward = sometimes_nan  # type: ignore[method-assign]
@@ -292,3 +292,67 @@ def test_resume_falls_back_to_the_previous_checkpoint(
     (run_dir / "checkpoint.pt").write_bytes(b"torn")
     resumed = resume_trainer(run_dir)
     assert resumed.state.epoch == 1
+
+
+def test_unchecked_steps_report_the_step_where_divergence_began(
+    small_fashion_mnist: Path, tmp_path: Path
+) -> None:
+    config = tiny_config(small_fashion_mnist, tmp_path / "run", epochs=1)
+    config.train.check_every = 3
+    trainer = Trainer(config)
+    original = trainer.method.forward
+    checks = []
+
+    def nan_at_step_two(views, generator=None, check=True):
+        checks.append(check)
+        loss = original(views, generator, check)
+        return loss * float("nan") if len(checks) == 2 else loss
+
+    trainer.method.forward = nan_at_step_two  # type: ignore[method-assign]
+    with pytest.raises(
+        TrainingDiverged,
+        match=r"non-finite training step 2 .*found by the check at step 3 "
+        r"\(--check-every 3\)",
+    ):
+        trainer.fit()
+    assert checks == [False, False]  # step 3 stops before its forward pass
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_check_every_defaults_to_every_step_on_cpu_and_with_skip(
+    small_fashion_mnist: Path, tmp_path: Path
+) -> None:
+    config = tiny_config(small_fashion_mnist, tmp_path / "run")
+    assert resolve_check_every(config, torch.device("cpu")) == 1
+    assert resolve_check_every(config, torch.device("cuda")) == 50
+    config.train.nan_policy = "skip"
+    assert resolve_check_every(config, torch.device("cuda")) == 1
+
+
+def test_bf16_channels_last_training_step_on_cpu(
+    small_fashion_mnist: Path, tmp_path: Path
+) -> None:
+    config = tiny_config(small_fashion_mnist, tmp_path / "run", epochs=1)
+    config.train.precision = "bf16"
+    trainer = Trainer(config)
+    conv = trainer.method.encoder.conv1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    before = conv.detach().clone()
+
+    loss = trainer.train_step(torch.arange(256))
+
+    # The loss is float32 (whitening kept out of bf16) and the weights moved.
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    assert 0.0 < float(loss) < 4.0
+    assert conv.dtype == torch.float32
+    assert not torch.equal(conv.detach(), before)
+
+
+def test_compile_keeps_parameter_names(
+    small_fashion_mnist: Path, tmp_path: Path
+) -> None:
+    config = tiny_config(small_fashion_mnist, tmp_path / "run")
+    plain = Trainer(config).method.state_dict().keys()
+    config.train.compile = True
+    compiled = Trainer(config).method.state_dict().keys()
+    assert list(compiled) == list(plain)

@@ -77,6 +77,30 @@ def test_gradients_match_float64_reference() -> None:
     assert torch.autograd.gradcheck(lambda t: whiten(t), (x,), eps=1e-6, atol=1e-5)
 
 
+@pytest.mark.parametrize("eps", [0.0, 0.2])
+def test_closed_form_backward_matches_autograd_of_plain_ops(eps: float) -> None:
+    # The plain formula, differentiated by autograd through cholesky and solve.
+    x = correlated(3, 40, 6, seed=4).double().requires_grad_(True)
+    centred = x - x.mean(dim=-2, keepdim=True)
+    cov = centred.transpose(-1, -2) @ centred / 39
+    chol = torch.linalg.cholesky((1 - eps) * cov + eps * torch.eye(6).double())
+    plain = torch.linalg.solve_triangular(chol, centred.transpose(-1, -2), upper=False)
+    weights = torch.randn(3, 40, 6, dtype=torch.float64)
+    (expected,) = torch.autograd.grad((plain.transpose(-1, -2) * weights).sum(), x)
+
+    (actual,) = torch.autograd.grad((whiten(x, eps=eps) * weights).sum(), x)
+
+    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-10)
+
+
+def test_half_precision_input_gets_gradient_in_its_dtype() -> None:
+    x = correlated(256, 16).bfloat16().requires_grad_(True)
+    whiten(x).sum().backward()
+
+    assert x.grad is not None
+    assert x.grad.dtype == torch.bfloat16
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 def test_low_precision_input_is_whitened_in_float32(dtype: torch.dtype) -> None:
     x = correlated(256, 16).to(dtype)

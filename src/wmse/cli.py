@@ -16,9 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from wmse.bench import StepBreakdown, measure_breakdown
 from wmse.checkpoint import CheckpointError
 from wmse.config import ConfigError, RunConfig
 from wmse.data import DatasetError
@@ -175,6 +177,31 @@ def build_parser() -> argparse.ArgumentParser:
         "its saved settings (other options are ignored).",
     )
     add_config_options(train)
+
+    bench = commands.add_parser(
+        "bench",
+        help="Time the parts of a training step and report the peak memory.",
+        description="Time the parts of a training step (data, augmentation, encoder, "
+        "head, loss, optimizer) with the same settings as `wmse train`, and report "
+        "images/s and the peak memory. Trains a few steps; writes no files.",
+    )
+    bench.add_argument("--preset", default=None, help="A named recipe, as for train.")
+    bench.add_argument(
+        "--config", type=Path, default=None, help="TOML or JSON settings, as for train."
+    )
+    bench.add_argument(
+        "--steps",
+        type=int,
+        default=10,
+        help="Timed steps (the median is reported); raise it on a noisy machine.",
+    )
+    bench.add_argument(
+        "--warmup",
+        type=int,
+        default=3,
+        help="Untimed steps first (allocator, kernels; more with --compile).",
+    )
+    add_config_options(bench)
 
     commands.add_parser("presets", help="List the named training recipes.")
 
@@ -394,6 +421,50 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_bench(args: argparse.Namespace) -> int:
+    if args.steps < 1 or args.warmup < 0:
+        raise ConfigError(
+            f"--steps must be >= 1 and --warmup >= 0, got {args.steps} and "
+            f"{args.warmup}"
+        )
+    config = config_from_args(args)
+    trainer = Trainer(config, Path("unused-bench-run"))
+    breakdown = measure_breakdown(trainer, args.steps, args.warmup)
+    print(breakdown_table(breakdown, config))
+    return 0
+
+
+def breakdown_table(breakdown: StepBreakdown, config: RunConfig) -> str:
+    """Markdown table of the parts of a step, with the totals underneath."""
+    parts_total = breakdown.parts_seconds
+    model = config.model
+    title = (
+        f"{config.data.dataset}, {config.loss.method} d={breakdown.views}, "
+        f"{model.arch} width {model.width}, batch {breakdown.batch_size}, "
+        f"{breakdown.device}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} CPU threads"
+    )
+    step_ms = 1e3 * breakdown.step_seconds
+    lines = [
+        title,
+        "",
+        "| part | ms | share |",
+        "|---|---:|---:|",
+    ]
+    for name, seconds in breakdown.parts.items():
+        lines.append(f"| {name} | {1e3 * seconds:.1f} | {seconds / parts_total:.1%} |")
+    lines += [
+        f"| sum of parts | {1e3 * parts_total:.1f} | 100% |",
+        "",
+        f"training step as run (no timing syncs): {step_ms:.1f} ms, "
+        + f"{breakdown.images_per_second:.0f} images/s",
+        "outside the encoder and the optimizer (data, augmentation, head, loss): "
+        + f"{breakdown.overhead_share:.1%}",
+        f"{breakdown.memory_kind}: {breakdown.peak_memory_bytes / 2**20:.0f} MiB",
+    ]
+    return "\n".join(lines)
+
+
 def run_presets(args: argparse.Namespace) -> int:
     presets = list_presets()
     width = max(len(name) for name in presets)
@@ -488,6 +559,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     commands = {
         "train": run_train,
+        "bench": run_bench,
         "eval": run_eval,
         "presets": run_presets,
         "compare": run_compare,

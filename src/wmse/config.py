@@ -47,7 +47,7 @@ class DataConfig:
         "Dataset: fashion-mnist (CPU-sized, installed by setup.sh), cifar10, cifar100, "
         "stl10, tiny-imagenet, imagenet100 (the paper's; files in --data-dir) or "
         "folder (your own images in --data-dir; train/ and test/ class folders for "
-        "evaluation).",
+        "evaluation). synthetic-cifar is CIFAR-shaped noise for timing only.",
     )
     data_dir: str | None = option(
         None,
@@ -245,6 +245,29 @@ class TrainConfig:
         "Update the progress bar's loss every N steps; each update waits for the "
         "device, so raise it on fast GPUs.",
     )
+    check_every: int = option(
+        0,
+        "Check the loss and gradients for NaN/inf every N steps; 0 means every step "
+        "on the CPU (where it is free) and every 50 on a GPU (where each check waits "
+        "for the device). A problem found later is reported with the step it began "
+        "at. --nan-policy skip always checks every step.",
+    )
+    precision: str = option(
+        "auto",
+        "Arithmetic of the encoder and head: 'bf16' (autocast), 'fp32', or 'auto' "
+        "(bf16 on CUDA, fp32 on the CPU). Whitening and the losses always run in "
+        "float32.",
+    )
+    channels_last: bool = option(
+        True,
+        "Keep images and convolution weights channels-last (NHWC), which is faster "
+        "on CPUs with oneDNN and on GPUs; --no-channels-last only to compare.",
+    )
+    compile: bool = option(
+        False,
+        "Compile the encoder with torch.compile: faster steps after a slow first "
+        "one; needs a C++ compiler on the CPU. Worth it for long GPU runs.",
+    )
 
 
 @dataclass
@@ -353,6 +376,7 @@ CHOICES = {
     "loss.method": METHODS,
     "optim.schedule": ("cosine", "step"),
     "train.nan_policy": ("stop", "skip"),
+    "train.precision": ("auto", "fp32", "bf16"),
     "loss.whitening_scope": ("global", "local"),
 }
 
@@ -375,6 +399,7 @@ INT_MINIMUMS = [
     ("train.epochs", 1, "e.g. 6"),
     ("train.checkpoint_every", 0, "0 writes a checkpoint only at the end"),
     ("train.log_every", 1, "e.g. 20"),
+    ("train.check_every", 0, "0 (automatic) or e.g. 50"),
     ("data.train_subset", 1, "leave it unset to use every image"),
     ("data.test_subset", 1, "leave it unset to use every image"),
     ("data.image_size", 8, "e.g. 64"),

@@ -6,9 +6,14 @@ import operator
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
-from wmse.whitening import check_block_shape, check_eps, whiten_unchecked
+from wmse.whitening import (
+    check_block_shape,
+    check_eps,
+    compute_dtype,
+    whitening_backward,
+    whitening_forward,
+)
 
 __all__ = ["NonFiniteError", "slice_permutations", "stack_views", "wmse_loss"]
 
@@ -17,11 +22,14 @@ class NonFiniteError(ValueError):
     """Embeddings hold NaN or inf values (the network diverged or its input is bad)."""
 
 
-def stack_views(views: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+def stack_views(
+    views: torch.Tensor | Sequence[torch.Tensor], check_finite: bool = True
+) -> torch.Tensor:
     """Validate the views of a batch and stack them into one (d, N, D) tensor.
 
     Args:
         views: d tensors of shape (N, D), or one tensor of shape (d, N, D).
+        check_finite: Count non-finite values (one read-back from the device).
 
     Returns:
         Tensor of shape (d, N, D).
@@ -54,6 +62,9 @@ def stack_views(views: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
             f"W-MSE needs at least 2 views of each image, got {stacked.shape[0]}; "
             f"pass d >= 2 augmented views"
         )
+
+    if not check_finite:
+        return stacked
 
     # Count non-finite values per view with one read-back: (d,)
     bad_per_view = (~torch.isfinite(stacked)).flatten(1).sum(dim=1).tolist()
@@ -95,6 +106,7 @@ def wmse_loss(
     w_iter: int = 1,
     eps: float = 0.0,
     generator: torch.Generator | None = None,
+    check: bool = True,
 ) -> torch.Tensor:
     """W-MSE loss of Ermolov et al. (ICML 2021) between d views of N images.
 
@@ -116,6 +128,9 @@ def wmse_loss(
             sub-batches at proportional cost.
         eps: Covariance shrinkage passed to :func:`wmse.whiten`.
         generator: Source of the random permutations, for reproducibility.
+        check: Raise on non-finite embeddings and on failed factorisations, which
+            reads two numbers back from the device. A training loop on a GPU passes
+            False on most steps and checks the (then NaN) loss every few steps instead.
 
     Returns:
         Scalar tensor in [0, 4], float32 (float64 for float64 views).
@@ -132,7 +147,7 @@ def wmse_loss(
         >>> float(wmse_loss([base, noisy], w_size=64, generator=gen)) < 1e-3
         True
     """
-    stacked = stack_views(views)  # (d, N, D)
+    stacked = stack_views(views, check)  # (d, N, D)
     num_views, num_rows, dim = stacked.shape
     check_slicing(num_rows, w_size, w_iter)
     w_size, w_iter = operator.index(w_size), operator.index(w_iter)
@@ -147,18 +162,66 @@ def wmse_loss(
     gathered = stacked.index_select(1, perms.flatten())
     sliced = gathered.view(num_views, w_iter, num_rows // w_size, w_size, dim)
 
-    # Whiten every (view, iteration, sub-batch) block in one batched call.
-    white = whiten_unchecked(sliced, eps)
-    unit = F.normalize(white, dim=-1)  # (d, w_iter, N/W, W, D)
+    # Whitening and the cosine loss run in float32 (float64 for float64 views).
+    with torch.autocast(device_type=sliced.device.type, enabled=False):
+        sliced = sliced.to(compute_dtype(sliced.dtype))
+        return WhitenedCosineLoss.apply(sliced, eps, check)
 
-    # Row r of every view is the same image, so pairs are aligned row by row. The sum
-    # of cosines over the d(d-1)/2 pairs equals (|sum_i u_i|^2 - d) / 2 for unit
-    # vectors u_i, which costs O(d) instead of O(d^2).
-    total = unit.sum(dim=0)  # (w_iter, N/W, W, D)
-    pair_cos_sum = (total.pow(2).sum(dim=-1) - num_views) / 2  # (w_iter, N/W, W)
-    num_pairs = num_views * (num_views - 1) / 2
-    mean_cos = pair_cos_sum.mean() / num_pairs
-    return 2.0 - 2.0 * mean_cos
+
+class WhitenedCosineLoss(torch.autograd.Function):
+    """Whiten every block, normalise the rows, average 2 - 2 cos over view pairs.
+
+    Input: (d, ...) blocks of shape (W, D), where row r of every view is the same
+    image. Forward and backward are written out by hand (the whitening part in
+    :func:`wmse.whitening.whitening_backward`), which on the CPU is about twice as
+    fast as autograd through the same operations. Double backward is not supported.
+    """
+
+    @staticmethod
+    def forward(ctx, sliced: torch.Tensor, eps: float, check: bool) -> torch.Tensor:
+        num_views, dim = sliced.shape[0], sliced.shape[-1]
+        white, inverse = whitening_forward(sliced, eps, check)
+
+        # Unit rows u: (d, M, D) with M = w_iter * N rows per view.
+        white = white.view(num_views, -1, dim)
+        inv_norm = torch.linalg.vector_norm(white, dim=-1, keepdim=True)
+        inv_norm = inv_norm.clamp_min_(1e-12).reciprocal_()  # (d, M, 1)
+        unit = torch.mul(white, inv_norm, out=torch.empty_like(white))
+
+        # The sum of cosines over the d(d-1)/2 pairs of unit vectors u_i equals
+        # (|sum_i u_i|^2 - d) / 2, which costs O(d) instead of O(d^2).
+        total = unit.sum(dim=0)  # (M, D)
+        num_rows = total.shape[0]
+        num_pairs = num_views * (num_views - 1) / 2
+        mean_cos = (total.pow(2).sum() - num_views * num_rows) / (
+            2 * num_rows * num_pairs
+        )
+
+        ctx.save_for_backward(white, inverse, unit, inv_norm, total)
+        ctx.eps, ctx.shape = eps, sliced.shape
+        ctx.coef = 2.0 / (num_rows * num_pairs)
+        return (2.0 - 2.0 * mean_cos).to(sliced.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_loss: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        white, inverse, unit, inv_norm, total = ctx.saved_tensors
+
+        # dLoss/du_i = -coef * total for every view; through u = y / |y| this gives
+        # (g - u (u . g)) / |y| per row: (d, M, D)
+        grad_unit = total * (-ctx.coef * grad_loss)  # (M, D), shared by the views
+        along = (unit * grad_unit).sum(dim=-1, keepdim=True)  # (d, M, 1)
+        grad_white = torch.addcmul(grad_unit, unit, along, value=-1.0)
+        grad_white.mul_(inv_norm)
+
+        grad = whitening_backward(
+            grad_white.view(ctx.shape),
+            white.view(ctx.shape),
+            inverse,
+            ctx.eps,
+            overwrite_grad=True,
+        )
+        return grad.to(grad_loss.dtype), None, None
 
 
 def is_integer(value: object) -> bool:

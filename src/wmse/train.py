@@ -103,6 +103,22 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``--precision`` on ``device``; None for float32."""
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    return torch.bfloat16 if precision == "bf16" else None
+
+
+def resolve_check_every(config: RunConfig, device: torch.device) -> int:
+    """Steps between finiteness checks: 1 on the CPU and with --nan-policy skip."""
+    if config.train.nan_policy == "skip":
+        return 1
+    if config.train.check_every:
+        return config.train.check_every
+    return 50 if device.type == "cuda" else 1
+
+
 def load_run_data(config: RunConfig) -> DatasetSplits:
     """Load the configured dataset, cut to the configured subsets."""
     data = config.data
@@ -252,14 +268,18 @@ class Trainer:
                 )
             self.method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
         self.method.to(self.device)
+        self.speed_up_model()
         self.model: torch.nn.Module = self.method
         if self.dist.enabled:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = DistributedDataParallel(self.method, device_ids=device_ids)
+        # One fused kernel for the whole update on GPUs; the CPU default
+        # (multi-tensor) is as fast there.
         self.optimizer = torch.optim.Adam(
             self.method.parameters(),
             lr=config.optim.lr,
             weight_decay=config.optim.weight_decay,
+            fused=self.device.type == "cuda" or None,
         )
         self.steps_per_epoch = len(self.splits.pretrain) // config.optim.batch_size
         self.total_steps = (
@@ -279,8 +299,30 @@ class Trainer:
         )
         self.slice_generator = torch.Generator(self.device).manual_seed(seed + 2)
         self.state = TrainState()
+        self.check_every = resolve_check_every(config, self.device)
+        # First step with a non-finite loss or gradient since the last check (-1: none);
+        # kept on the device so that unchecked steps never wait for it.
+        self.first_bad_step = torch.full((), -1, device=self.device)
         self.stop_signal: int | None = None
         self.revision = code_revision()
+
+    def speed_up_model(self) -> None:
+        """Memory layout, mixed precision and compilation, as configured."""
+        train = self.config.train
+        if train.channels_last:
+            self.method.to(memory_format=torch.channels_last)
+        self.autocast_dtype = resolve_precision(train.precision, self.device)
+        if train.compile:
+            # In place, so that parameter names (and checkpoints) stay unchanged.
+            self.method.encoder.compile()
+
+    def autocast(self) -> torch.autocast:
+        """Mixed-precision context for the encoder and head (a no-op in float32)."""
+        return torch.autocast(
+            self.device.type,
+            dtype=self.autocast_dtype or torch.float32,
+            enabled=self.autocast_dtype is not None,
+        )
 
     def check_distributed_batch(self) -> None:
         """Each process must get an equal, whitenable share of every batch."""
@@ -428,34 +470,56 @@ class Trainer:
 
     def batch_views(self, indices: torch.Tensor) -> torch.Tensor:
         """Augmented views of the images at ``indices``: (d, N, C, H, W) on the device."""
+        return self.make_views(self.batch_images(indices))
+
+    def batch_images(self, indices: torch.Tensor) -> torch.Tensor:
+        """This process's uint8 images of a batch, on the device: (N, C, H, W)."""
         if self.dist.enabled:  # this process's contiguous share of the batch
             share = len(indices) // self.dist.world_size
             indices = indices[self.dist.rank * share : (self.dist.rank + 1) * share]
-        images = self.splits.pretrain.images[indices].to(self.device, non_blocking=True)
-        return self.augmenter(images, self.config.loss.views, self.augment_generator)
+        return self.splits.pretrain.images[indices].to(self.device, non_blocking=True)
+
+    def make_views(self, images: torch.Tensor) -> torch.Tensor:
+        """d augmented float views of uint8 images: (d, N, C, H, W)."""
+        views = self.augmenter(images, self.config.loss.views, self.augment_generator)
+        if self.config.train.channels_last:  # (d, N, C, H, W) stored as NHWC per view
+            views = views.flatten(0, 1).contiguous(memory_format=torch.channels_last)
+            views = views.unflatten(0, (self.config.loss.views, len(images)))
+        return views
 
     def train_step(self, indices: torch.Tensor) -> torch.Tensor:
         """One optimizer step on the batch ``indices``; returns the loss (on device).
 
         A non-finite loss or gradient (or embeddings that cannot be whitened) stops
         the run with :class:`TrainingDiverged`, or with ``nan_policy = "skip"`` skips
-        the update with a warning.
+        the update with a warning. Only every ``check_every``-th step reads anything
+        back from the device; the steps in between record a problem on the device,
+        and the next check reports the step it began at.
         """
+        check = (self.state.step + 1) % self.check_every == 0
+        if check:  # earlier unchecked steps first: their problem is the root cause
+            self.raise_if_diverged_since_check()
         views = self.batch_views(indices)
         self.optimizer.zero_grad(set_to_none=True)
         try:
-            loss = self.model(views, self.slice_generator)
+            with self.autocast():
+                loss = self.model(views, self.slice_generator, check=check)
             loss.backward()
             # The total gradient norm is finite exactly when every gradient is.
             grad_norm = torch.nn.utils.clip_grad_norm_(
                 self.method.parameters(), float("inf")
             )
+            finite = torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)
             problem = None
-            if not bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):
-                problem = (
-                    f"loss {float(loss.detach()):.4g}, "
-                    f"gradient norm {float(grad_norm):.4g}"
-                )
+            if check:
+                if not bool(finite):
+                    problem = (
+                        f"loss {float(loss.detach()):.4g}, "
+                        f"gradient norm {float(grad_norm):.4g}"
+                    )
+            else:
+                unseen = (self.first_bad_step < 0) & ~finite
+                self.first_bad_step.masked_fill_(unseen, self.state.step + 1)
         # NOTE: under torchrun with --whitening-scope local, one process may fail
         # here while the others wait in the gradient all-reduce; with the default
         # global scope every process sees the same embeddings and fails alike.
@@ -471,10 +535,31 @@ class Trainer:
         self.method.after_step(self.state.step, self.total_steps)
         return loss.detach()
 
-    def handle_divergence(self, problem: str) -> None:
-        """Stop (default) or skip a step whose loss or gradients are not finite."""
+    def raise_if_diverged_since_check(self) -> None:
+        """Report a non-finite step that unchecked steps recorded on the device.
+
+        Raises:
+            TrainingDiverged: naming the first such step; its updates (and all later
+                ones) are lost, and the last good checkpoint is kept.
+        """
+        first_bad = int(self.first_bad_step)
+        if first_bad < 0:
+            return
+        self.first_bad_step.fill_(-1)
+        self.handle_divergence(
+            f"found by the check at step {self.state.step + 1} "
+            f"(--check-every {self.check_every})",
+            step=first_bad,
+        )
+
+    def handle_divergence(self, problem: str, step: int | None = None) -> None:
+        """Stop (default) or skip a step whose loss or gradients are not finite.
+
+        ``step`` is the 1-based step that went wrong (default: the current one).
+        """
+        step = self.state.step + 1 if step is None else step
         message = (
-            f"non-finite training step {self.state.step + 1} (epoch {self.state.epoch + 1}):"
+            f"non-finite training step {step} (epoch {self.state.epoch + 1}):"
             f" {problem.rstrip('.')}. Likely causes: a learning rate too high (--lr, now "
             f"{self.config.optim.lr:g}), whitening without shrinkage (--w-eps, now "
             f"{self.config.loss.w_eps:g}; try 1e-4), or a whitening sub-batch too small "
@@ -530,6 +615,9 @@ class Trainer:
             if self.stop_signal is not None:
                 self.save_interrupted(float(loss_sum), time.perf_counter() - started)
 
+        # Nothing unchecked may reach a checkpoint or an evaluation.
+        self.raise_if_diverged_since_check()
+
         # Close the epoch, counting what a resumed run did before the interruption.
         elapsed = time.perf_counter() - started
         total_steps = state.batches_done
@@ -550,6 +638,7 @@ class Trainer:
 
     def save_interrupted(self, loss_sum: float, seconds: float) -> None:
         """Checkpoint mid-epoch after a stop signal, then raise TrainingInterrupted."""
+        self.raise_if_diverged_since_check()
         self.state.epoch_loss_sum += loss_sum
         self.state.epoch_seconds += seconds
         self.save()

@@ -120,54 +120,171 @@ def check_eps(eps: float) -> None:
         raise WhiteningError(f"eps must be in [0, 1) (the paper uses 0), got {eps}")
 
 
-def whiten_unchecked(x: torch.Tensor, eps: float) -> torch.Tensor:
+def whiten_unchecked(x: torch.Tensor, eps: float, check: bool = True) -> torch.Tensor:
     """:func:`whiten` without the shape, eps and finiteness checks (callers did them).
 
-    A failed Cholesky factorisation still raises :class:`WhiteningError`.
+    With ``check`` a failed Cholesky factorisation raises :class:`WhiteningError` (after
+    a float64 retry), which reads one number back from the device. Without it nothing
+    is read back: blocks that cannot be factorised come out as NaN, for the caller to
+    detect later.
     """
-    rows, dim = x.shape[-2], x.shape[-1]
     with torch.autocast(device_type=x.device.type, enabled=False):
         x = x.to(compute_dtype(x.dtype))
+        return BlockWhitening.apply(x, eps, check)
 
-        # Centre each block: (..., W, D)
-        centred = x - x.mean(dim=-2, keepdim=True)
 
-        # Unbiased covariance, shrunk towards the identity: (..., D, D)
-        cov = centred.transpose(-1, -2) @ centred / (rows - 1)
-        if eps > 0:
-            eye = torch.eye(dim, dtype=cov.dtype, device=cov.device)
-            cov = (1.0 - eps) * cov + eps * eye
+class BlockWhitening(torch.autograd.Function):
+    """Whitening with a closed-form backward pass (see :func:`whitening_backward`).
 
-        # cov = L L^T with L lower-triangular: (..., D, D)
-        chol, info = torch.linalg.cholesky_ex(cov)
+    Autograd through ``cholesky`` and ``solve_triangular`` would take several times
+    longer on the CPU. Double backward is not supported.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, eps: float, check: bool) -> torch.Tensor:
+        white, inverse = whitening_forward(x, eps, check)
+        ctx.save_for_backward(white, inverse)
+        ctx.eps = eps
+        return white.to(x.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        white, inverse = ctx.saved_tensors
+        grad_x = whitening_backward(grad.to(white.dtype), white, inverse, ctx.eps)
+        return grad_x.to(grad.dtype), None, None
+
+
+def whitening_forward(
+    x: torch.Tensor, eps: float, check: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whiten each (W, D) block and return what the backward pass needs.
+
+    Args:
+        x: float32 or float64 tensor of shape (..., W, D).
+        eps: Covariance shrinkage, in [0, 1).
+        check: Detect failed factorisations (one read-back from the device); retry
+            them in float64 and raise :class:`WhiteningError` if that fails too.
+            Without it, failed blocks are NaN and nothing is read back.
+
+    Returns:
+        ``white`` of shape (..., W, D), the centred rows times ``L^-T``, and
+        ``inverse`` of shape (..., D, D), the whitening matrix ``L^-1``. Both are in
+        the dtype of ``x``, or float64 when a float32 factorisation had to be retried.
+    """
+    rows, dim = x.shape[-2], x.shape[-1]
+    lead = x.shape[:-2]
+    blocks = x.reshape(-1, rows, dim)  # (B, W, D)
+
+    # Centre each block and factorise its shrunk covariance: cov = L L^T.
+    centred, chol, info = centred_cholesky(blocks, eps)
+    if check:
         failed = int((info != 0).sum())
-        if failed and cov.dtype == torch.float32:
+        if failed and blocks.dtype == torch.float32:
             # An ill-conditioned float32 covariance can lose positive definiteness to
-            # rounding; factorise and solve in float64 then, and return float32.
-            centred = x.double() - x.double().mean(dim=-2, keepdim=True)
-            cov = centred.transpose(-1, -2) @ centred / (rows - 1)  # (..., D, D)
-            if eps > 0:
-                eye = torch.eye(dim, dtype=cov.dtype, device=cov.device)
-                cov = (1.0 - eps) * cov + eps * eye
-            chol, info = torch.linalg.cholesky_ex(cov)
-            failed = int((info != 0).sum())
-
-            # Refuse covariances that are singular for float32 data (eigenvalue ratio
-            # below float32's resolution squared): whitening them would amplify noise.
-            eigenvalues = torch.linalg.eigvalsh(cov)  # (..., D), ascending
-            ratio = eigenvalues[..., 0] / eigenvalues[..., -1].clamp(min=1e-300)
-            failed = max(failed, int((ratio < FLOAT32_SINGULAR).sum()))
+            # rounding; factorise in float64 then.
+            centred, chol, info = centred_cholesky(blocks.double(), eps)
+            failed = count_singular(chol, info)
         if failed:
             raise WhiteningError(
-                f"Cholesky factorisation failed for {failed} of "
-                f"{info.numel()} sub-batches of W={rows} rows, D={dim}, eps={eps}: the "
-                f"covariance is not positive definite. Use eps > 0 (e.g. 1e-4) or a "
-                f"larger w_size (>= {2 * dim}); if this appears mid-training, lower the "
-                f"learning rate."
+                f"Cholesky factorisation failed for {failed} of {info.numel()} "
+                f"sub-batches of W={rows} rows, D={dim}, eps={eps}: the covariance is "
+                f"not positive definite. Use eps > 0 (e.g. 1e-4) or a larger w_size "
+                f"(>= {2 * dim}); if this appears mid-training, lower the learning rate."
             )
 
-        # Rows times L^-T, i.e. solve L Y^T = centred^T: (..., D, W) -> (..., W, D)
-        white_t = torch.linalg.solve_triangular(
-            chol, centred.transpose(-1, -2), upper=False
-        )
-        return white_t.transpose(-1, -2).to(x.dtype)
+    # The whitening matrix L^-1, by a triangular solve: (B, D, D). Multiplying by it
+    # is as accurate here as solving against the rows, and on the CPU much faster
+    # (no copies into LAPACK's column-major layout for the big (W, D) blocks).
+    eye = torch.eye(dim, dtype=chol.dtype, device=chol.device)
+    inverse = torch.linalg.solve_triangular(
+        chol, eye.expand_as(chol).contiguous(), upper=False
+    )
+    if not check:
+        # Poison blocks whose factorisation failed, without reading anything back.
+        inverse = inverse.masked_fill((info != 0).view(-1, 1, 1), float("nan"))
+
+    # Each row x becomes L^-1 x, i.e. the rows times L^-T: (B, W, D)
+    white = torch.bmm(centred, inverse.transpose(-1, -2))
+    return white.view(*lead, rows, dim), inverse.view(*lead, dim, dim)
+
+
+def centred_cholesky(
+    blocks: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Centred rows (B, W, D), Cholesky factor (B, D, D) and LAPACK info (B,)."""
+    rows = blocks.shape[-2]
+    centred = blocks - blocks.mean(dim=-2, keepdim=True)
+
+    # Unbiased covariance, shrunk towards the identity: (B, D, D)
+    cov = torch.bmm(centred.transpose(-1, -2), centred)
+    cov.div_(rows - 1)
+    if eps > 0:
+        cov.mul_(1.0 - eps).diagonal(dim1=-2, dim2=-1).add_(eps)
+
+    chol, info = torch.linalg.cholesky_ex(cov)
+    return centred, chol, info
+
+
+def count_singular(chol: torch.Tensor, info: torch.Tensor) -> int:
+    """Blocks whose float64 factorisation failed or is singular for float32 data.
+
+    An eigenvalue ratio below float32's resolution squared means whitening would
+    amplify rounding noise; those blocks count as failed too.
+    """
+    failed = int((info != 0).sum())
+    if failed:
+        return failed
+    cov = chol @ chol.transpose(-1, -2)
+    eigenvalues = torch.linalg.eigvalsh(cov)  # (B, D), ascending
+    ratio = eigenvalues[..., 0] / eigenvalues[..., -1].clamp(min=1e-300)
+    return int((ratio < FLOAT32_SINGULAR).sum())
+
+
+def whitening_backward(
+    grad: torch.Tensor,
+    white: torch.Tensor,
+    inverse: torch.Tensor,
+    eps: float,
+    overwrite_grad: bool = False,
+) -> torch.Tensor:
+    """Gradient of the whitening input from the gradient of its output.
+
+    With Y = C L^-T the whitened rows of the centred block C and G = dLoss/dY,
+    differentiating cov = L L^T gives
+
+        dLoss/dx = (G - mean_rows(G) - Y @ Psi) @ L^-1,
+        Psi = (1 - eps) / (W - 1) * (B_low + B_low^T + diag(B)),
+
+    where B = G^T Y and B_low is its strictly lower triangle. This costs three
+    batched matrix products and no factorisation.
+
+    Args:
+        grad: G, shape (..., W, D).
+        white: Y from :func:`whitening_forward`, shape (..., W, D).
+        inverse: L^-1 from :func:`whitening_forward`, shape (..., D, D).
+        eps: The shrinkage used in the forward pass.
+        overwrite_grad: Reuse ``grad``'s memory for intermediate results, which
+            saves two large allocations (each page-faults fresh memory on the CPU).
+
+    Returns:
+        Tensor of shape (..., W, D).
+    """
+    rows, dim = white.shape[-2], white.shape[-1]
+    lead = white.shape[:-2]
+    grad = grad.reshape(-1, rows, dim)  # (B, W, D)
+    white = white.reshape(-1, rows, dim)
+    inverse = inverse.reshape(-1, dim, dim)
+
+    # Psi, the symmetric part coming through the Cholesky factor: (B, D, D)
+    outer = torch.bmm(grad.transpose(-1, -2), white).tril_()
+    psi = outer + outer.transpose(-1, -2)
+    psi.diagonal(dim1=-2, dim2=-1).mul_(0.5)
+    psi.mul_((1.0 - eps) / (rows - 1))
+
+    # Centre the gradient (the mean was subtracted in the forward pass), remove the
+    # covariance term and map back through L^-1.
+    mean = grad.mean(dim=-2, keepdim=True)
+    centred = grad.sub_(mean) if overwrite_grad else grad - mean
+    through_cov = centred.baddbmm_(white, psi, alpha=-1.0)
+    return torch.bmm(through_cov, inverse).view(*lead, rows, dim)

@@ -10,6 +10,7 @@ from wmse.data.cifar import load_cifar10, load_cifar100
 from wmse.data.fashion_mnist import load_fashion_mnist
 from wmse.data.image_folder import load_imagenet100, load_user_folder
 from wmse.data.stl10 import load_stl10
+from wmse.data.synthetic import load_synthetic_cifar
 from wmse.data.tiny_imagenet import load_tiny_imagenet
 
 __all__ = ["DATASETS", "DatasetError", "DatasetSplits", "ImageDataset", "load_dataset"]
@@ -21,6 +22,8 @@ DATASETS: dict[str, Callable[[Path | None, bool], DatasetSplits]] = {
     "cifar100": load_cifar100,
     "stl10": load_stl10,  # resized to 64px, as in the paper
     "tiny-imagenet": load_tiny_imagenet,
+    # Noise shaped like CIFAR, for timing without the files (accuracy meaningless).
+    "synthetic-cifar": load_synthetic_cifar,
 }
 
 

@@ -13,7 +13,12 @@ from torch import nn
 
 from wmse.config import RunConfig
 
-__all__ = ["Method"]
+__all__ = ["Method", "full_precision"]
+
+
+def full_precision(tensor: torch.Tensor) -> torch.autocast:
+    """Context in which autocast is off, so that a loss is computed in float32."""
+    return torch.autocast(device_type=tensor.device.type, enabled=False)
 
 
 class Method(nn.Module):
@@ -48,9 +53,30 @@ class Method(nn.Module):
         return embeddings.view(num_views, num_images, -1)
 
     def forward(
-        self, views: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        views: torch.Tensor,
+        generator: torch.Generator | None = None,
+        check: bool = True,
     ) -> torch.Tensor:
-        """The training loss for one batch of views (d, N, C, H, W); a scalar."""
+        """The training loss for one batch of views (d, N, C, H, W); a scalar.
+
+        ``check`` allows checks that read values back from the device (W-MSE's
+        non-finite and factorisation checks); the trainer turns it off on most GPU
+        steps.
+        """
+        return self.embedding_loss(self.embed(views), generator, check)
+
+    def embedding_loss(
+        self,
+        embeddings: torch.Tensor,
+        generator: torch.Generator | None = None,
+        check: bool = True,
+    ) -> torch.Tensor:
+        """The loss from the views' embeddings (d, N, D); a scalar.
+
+        Methods whose loss needs more than the embeddings (BYOL's target network)
+        override :meth:`forward` instead.
+        """
         raise NotImplementedError
 
     def after_step(self, step: int, total_steps: int) -> None:

@@ -10,16 +10,37 @@ import torch.nn.functional as F
 from torch import nn
 
 from wmse.config import RunConfig
-from wmse.methods.base import Method
+from wmse.methods.base import Method, full_precision
 from wmse.models import ProjectionHead
 
-__all__ = ["BYOL", "ema_rate"]
+__all__ = ["BYOL", "byol_loss", "ema_rate"]
 
 
 def ema_rate(step: int, total_steps: int, base: float = 0.99) -> float:
     """Target EMA rate at ``step``: rises from ``base`` to 1 on a cosine schedule."""
     progress = min(step / max(total_steps, 1), 1.0)
     return 1.0 - (1.0 - base) * (math.cos(math.pi * progress) + 1) / 2
+
+
+def byol_loss(online: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``2 - 2 cos`` between online predictions and the other views' targets.
+
+    Args:
+        online: (d, N, D) predictions; target: (d, N, D) target embeddings.
+
+    Returns:
+        Scalar, averaged over all ordered pairs of different views; float32.
+    """
+    num_views = online.shape[0]
+    with full_precision(online):
+        online = F.normalize(online.float(), dim=-1)
+        target = F.normalize(target.float(), dim=-1)
+
+        # All ordered pairs i != j: sum_i online_i . (sum_j target_j - target_i)
+        others = target.sum(dim=0, keepdim=True) - target  # (d, N, D)
+        cross = (online * others).sum(dim=-1)  # (d, N)
+        mean_cos = cross.sum(dim=0).mean() / (num_views * (num_views - 1))
+        return 2.0 - 2.0 * mean_cos
 
 
 class BYOL(Method):
@@ -42,7 +63,10 @@ class BYOL(Method):
         self.tau = config.loss.byol_tau
 
     def forward(
-        self, views: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        views: torch.Tensor,
+        generator: torch.Generator | None = None,
+        check: bool = True,
     ) -> torch.Tensor:
         num_views, num_images = views.shape[:2]
         flat = views.flatten(0, 1)  # (d*N, C, H, W)
@@ -55,17 +79,7 @@ class BYOL(Method):
             target = self.target_head(self.target_encoder(flat)).view(
                 num_views, num_images, -1
             )
-        online, target = (
-            F.normalize(online.float(), dim=-1),
-            F.normalize(target.float(), dim=-1),
-        )
-
-        # All ordered pairs i != j: sum_i online_i . (sum_j target_j - target_i)
-        cross = (online * (target.sum(dim=0, keepdim=True) - target)).sum(
-            dim=-1
-        )  # (d, N)
-        mean_cos = cross.sum(dim=0).mean() / (num_views * (num_views - 1))
-        return 2.0 - 2.0 * mean_cos
+        return byol_loss(online, target)
 
     @torch.no_grad()
     def after_step(self, step: int, total_steps: int) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from wmse.methods.base import Method
+from wmse.methods.base import Method, full_precision
 
 __all__ = ["NoWhiten", "normalized_mse_loss"]
 
@@ -22,12 +22,13 @@ def normalized_mse_loss(embeddings: torch.Tensor) -> torch.Tensor:
         embeddings: (d, N, D).
     """
     num_views = embeddings.shape[0]
-    unit = F.normalize(embeddings.float(), dim=-1)  # (d, N, D)
+    with full_precision(embeddings):
+        unit = F.normalize(embeddings.float(), dim=-1)  # (d, N, D)
 
-    # Sum of pairwise cosines from the squared norm of the sum of unit vectors.
-    pair_cos_sum = (unit.sum(dim=0).pow(2).sum(dim=-1) - num_views) / 2  # (N,)
-    num_pairs = num_views * (num_views - 1) / 2
-    return 2.0 - 2.0 * pair_cos_sum.mean() / num_pairs
+        # Sum of pairwise cosines from the squared norm of the sum of unit vectors.
+        pair_cos_sum = (unit.sum(dim=0).pow(2).sum(dim=-1) - num_views) / 2  # (N,)
+        num_pairs = num_views * (num_views - 1) / 2
+        return 2.0 - 2.0 * pair_cos_sum.mean() / num_pairs
 
 
 class NoWhiten(Method):
@@ -35,7 +36,10 @@ class NoWhiten(Method):
 
     name = "nowhiten"
 
-    def forward(
-        self, views: torch.Tensor, generator: torch.Generator | None = None
+    def embedding_loss(
+        self,
+        embeddings: torch.Tensor,
+        generator: torch.Generator | None = None,
+        check: bool = True,
     ) -> torch.Tensor:
-        return normalized_mse_loss(self.embed(views))
+        return normalized_mse_loss(embeddings)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from wmse.methods.base import Method
+from wmse.methods.base import Method, full_precision
 
 __all__ = ["SimCLR", "nt_xent_loss"]
 
@@ -26,8 +26,14 @@ def nt_xent_loss(embeddings: torch.Tensor, temperature: float = 0.5) -> torch.Te
     Returns:
         Scalar loss (float32 at least).
     """
+    with full_precision(embeddings):
+        return nt_xent_float32(embeddings.float(), temperature)
+
+
+def nt_xent_float32(embeddings: torch.Tensor, temperature: float) -> torch.Tensor:
+    """:func:`nt_xent_loss` on float32 embeddings (d, N, D), autocast off."""
     num_views, num_images, _ = embeddings.shape
-    unit = F.normalize(embeddings.float().flatten(0, 1), dim=1)  # (d*N, D)
+    unit = F.normalize(embeddings.flatten(0, 1), dim=1)  # (d*N, D)
 
     # Cosine similarities over temperature, the anchor itself excluded: (d*N, d*N)
     logits = unit @ unit.T / temperature
@@ -46,7 +52,10 @@ class SimCLR(Method):
 
     name = "simclr"
 
-    def forward(
-        self, views: torch.Tensor, generator: torch.Generator | None = None
+    def embedding_loss(
+        self,
+        embeddings: torch.Tensor,
+        generator: torch.Generator | None = None,
+        check: bool = True,
     ) -> torch.Tensor:
-        return nt_xent_loss(self.embed(views), self.config.loss.temperature)
+        return nt_xent_loss(embeddings, self.config.loss.temperature)

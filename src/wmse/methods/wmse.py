@@ -16,11 +16,13 @@ class WMSE(Method):
 
     name = "wmse"
 
-    def forward(
-        self, views: torch.Tensor, generator: torch.Generator | None = None
+    def embedding_loss(
+        self,
+        embeddings: torch.Tensor,
+        generator: torch.Generator | None = None,
+        check: bool = True,
     ) -> torch.Tensor:
         loss_config = self.config.loss
-        embeddings = self.embed(views)  # (d, N, D)
 
         # Across processes: whiten the global batch, exactly as one process would.
         if loss_config.whitening_scope == "global":
@@ -31,4 +33,5 @@ class WMSE(Method):
             w_iter=loss_config.w_iter,
             eps=loss_config.w_eps,
             generator=generator,
+            check=check,
         )
