@@ -49,7 +49,9 @@ def kornia_pipeline(channels: int, size: int) -> torch.nn.Module:
         K.RandomResizedCrop((size, size), scale=(0.2, 1.0)),
         K.RandomHorizontalFlip(),
         *colour,
-        K.Normalize(mean=torch.full((channels,), 0.5), std=torch.full((channels,), 0.25)),
+        K.Normalize(
+            mean=torch.full((channels,), 0.5), std=torch.full((channels,), 0.25)
+        ),
     )
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from wmse.allocator import keep_freed_memory
 from wmse.loss import wmse_loss
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -34,6 +35,9 @@ SETTINGS = [
     (512, 2, 256, 4, 128),
     (1024, 4, 128, 4, 64),
 ]
+
+# Passes of one implementation in a row before switching to the other.
+BLOCK = 5
 
 LossFn = Callable[[list[torch.Tensor], torch.Generator], torch.Tensor]
 
@@ -95,15 +99,17 @@ def bench_setting(
             f"reference {float(theirs):.6f}"
         )
 
-    # Warm-up (allocator, kernels, thread pools), then alternate the two so that any
-    # drift in machine load hits both alike.
+    # Warm-up (allocator, kernels, thread pools), then alternate blocks of BLOCK
+    # passes of each, so that any drift in machine load hits both alike while each
+    # block runs the way a training loop calls its loss: over and over.
     for seed in range(warmup):
         time_pass(ours, views, device, seed)
         time_pass(reference, views, device, seed)
     times_ours, times_ref = [], []
-    for seed in range(repeats):
-        times_ours.append(time_pass(ours, views, device, seed))
-        times_ref.append(time_pass(reference, views, device, seed))
+    for first in range(0, repeats, BLOCK):
+        seeds = range(first, min(first + BLOCK, repeats))
+        times_ours += [time_pass(ours, views, device, seed) for seed in seeds]
+        times_ref += [time_pass(reference, views, device, seed) for seed in seeds]
     return 1e3 * statistics.median(times_ours), 1e3 * statistics.median(times_ref)
 
 
@@ -148,6 +154,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     """Time every setting on every chosen device and print one Markdown table."""
     args = parse_args()
+    keep_freed_memory()  # as the CLI does; applies to both implementations alike
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device == "auto":
