@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from wmse import WhiteningError, whiten
+from wmse.whitening import centred_cholesky
 
 
 def covariance(white: torch.Tensor) -> torch.Tensor:
@@ -184,22 +185,22 @@ def test_cuda_autocast(dtype: torch.dtype) -> None:
 
 
 def test_ill_conditioned_float32_falls_back_to_float64() -> None:
-    # Eigenvalues from 1 down to 1e-9: positive definite in float64, but float32
-    # rounding breaks its Cholesky factorisation.
+    # Eight blocks with eigenvalues from 1 down to 1e-10: positive definite in
+    # float64, but float32 rounding breaks the factorisation of most of them.
     generator = torch.Generator().manual_seed(0)
     basis, _ = torch.linalg.qr(
-        torch.randn(16, 16, generator=generator, dtype=torch.float64)
+        torch.randn(8, 16, 16, generator=generator, dtype=torch.float64)
     )
-    scales = torch.logspace(0, -4.5, 16, dtype=torch.float64)
+    scales = torch.logspace(0, -5, 16, dtype=torch.float64)
     x = (
-        torch.randn(64, 16, generator=generator, dtype=torch.float64)
+        torch.randn(8, 64, 16, generator=generator, dtype=torch.float64)
         @ (basis * scales)
-        @ basis.T
+        @ basis.transpose(-1, -2)
     )
-    assert int(torch.linalg.cholesky_ex(torch.cov(x.T).float())[1]) != 0
+    _, _, info = centred_cholesky(x.float(), 0.0)
+    assert int((info != 0).sum()) > 0  # the float32 path really fails
 
     white = whiten(x.float())
     assert white.dtype == torch.float32 and torch.isfinite(white).all()
-    assert (
-        covariance(white.double()) - torch.eye(16, dtype=torch.float64)
-    ).abs().max() < 0.1
+    eye = torch.eye(16, dtype=torch.float64)
+    assert (covariance(white.double()) - eye).abs().max() < 0.1
