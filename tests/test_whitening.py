@@ -151,7 +151,8 @@ def test_non_finite_input_is_counted() -> None:
 def test_cholesky_failure_names_sizes_and_remedy() -> None:
     # Rank-deficient data: 8 columns, only 2 independent directions.
     x = correlated(64, 2) @ torch.randn(2, 8)
-    with pytest.raises(WhiteningError, match=r"W=64 rows, D=8, eps=0.0.*eps > 0"):
+    remedy = r"eps > 0.*larger w_size \(e\.g\. 128\)"
+    with pytest.raises(WhiteningError, match=r"W=64 rows, D=8, eps=0.0.*" + remedy):
         whiten(x)
 
 
@@ -185,13 +186,13 @@ def test_cuda_autocast(dtype: torch.dtype) -> None:
 
 
 def test_ill_conditioned_float32_falls_back_to_float64() -> None:
-    # Eight blocks with eigenvalues from 1 down to 1e-10: positive definite in
-    # float64, but float32 rounding breaks the factorisation of most of them.
+    # Eight blocks with eigenvalues from 1 down to 1e-12 (as W-MSE training reaches):
+    # positive definite in float64, but float32 rounding breaks their factorisation.
     generator = torch.Generator().manual_seed(0)
     basis, _ = torch.linalg.qr(
         torch.randn(8, 16, 16, generator=generator, dtype=torch.float64)
     )
-    scales = torch.logspace(0, -5, 16, dtype=torch.float64)
+    scales = torch.logspace(0, -6, 16, dtype=torch.float64)
     x = (
         torch.randn(8, 64, 16, generator=generator, dtype=torch.float64)
         @ (basis * scales)

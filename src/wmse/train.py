@@ -665,9 +665,11 @@ class Trainer:
             self.write_run_info()
         self.callbacks.on_train_start(self.total_steps, self.state.step)
         self.method.train()
-        with stop_signals_handled(self.request_stop):
-            self.train_epochs()
-        self.callbacks.on_train_end()
+        try:
+            with stop_signals_handled(self.request_stop):
+                self.train_epochs()
+        finally:  # also on errors, so that the progress bar closes before the message
+            self.callbacks.on_train_end()
         if not self.splits.labelled:
             logger.warning(
                 "no labelled train and test split: evaluation skipped. For a folder of "

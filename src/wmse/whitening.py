@@ -6,15 +6,19 @@ W rows in one whitening sub-batch, K classes.
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import torch
 
 __all__ = ["WhiteningError", "compute_dtype", "whiten"]
 
+logger = logging.getLogger(__name__)
 
-# Eigenvalue ratio under which a covariance of float32 data counts as singular.
-FLOAT32_SINGULAR = 1e-12
+
+# A float32 block whose float64 covariance has an eigenvalue ratio below D times this
+# is singular up to rounding (exactly dependent float32 columns give about 1e-17).
+SINGULAR_RATIO_PER_DIM = torch.finfo(torch.float64).eps
 
 
 class WhiteningError(ValueError):
@@ -183,6 +187,9 @@ def whitening_forward(
         if failed and blocks.dtype == torch.float32:
             # An ill-conditioned float32 covariance can lose positive definiteness to
             # rounding; factorise in float64 then.
+            logger.debug(
+                "float32 Cholesky failed for %d blocks; retrying in float64", failed
+            )
             centred, chol, info = centred_cholesky(blocks.double(), eps)
             failed = count_singular(chol, info)
         if failed:
@@ -190,7 +197,8 @@ def whitening_forward(
                 f"Cholesky factorisation failed for {failed} of {info.numel()} "
                 f"sub-batches of W={rows} rows, D={dim}, eps={eps}: the covariance is "
                 f"not positive definite. Use eps > 0 (e.g. 1e-4) or a larger w_size "
-                f"(>= {2 * dim}); if this appears mid-training, lower the learning rate."
+                f"(e.g. {max(2 * rows, 2 * dim)}); if this appears mid-training, lower "
+                f"the learning rate."
             )
 
     # The whitening matrix L^-1, by a triangular solve: (B, D, D). Multiplying by it
@@ -227,18 +235,21 @@ def centred_cholesky(
 
 
 def count_singular(chol: torch.Tensor, info: torch.Tensor) -> int:
-    """Blocks whose float64 factorisation failed or is singular for float32 data.
+    """Blocks whose float64 factorisation failed or is singular up to rounding.
 
-    An eigenvalue ratio below float32's resolution squared means whitening would
-    amplify rounding noise; those blocks count as failed too.
+    A block whose eigenvalue ratio is below D * float64's resolution has linearly
+    dependent columns, and whitening would turn rounding error into signal; those
+    blocks count as failed too. Ill-conditioned but genuine covariances pass: W-MSE
+    training on Fashion-MNIST was seen to reach ratios of 1e-12 within 3 epochs and
+    train on normally when whitened in float64.
     """
     failed = int((info != 0).sum())
     if failed:
         return failed
-    cov = chol @ chol.transpose(-1, -2)
+    cov = chol @ chol.transpose(-1, -2)  # (B, D, D)
     eigenvalues = torch.linalg.eigvalsh(cov)  # (B, D), ascending
     ratio = eigenvalues[..., 0] / eigenvalues[..., -1].clamp(min=1e-300)
-    return int((ratio < FLOAT32_SINGULAR).sum())
+    return int((ratio < cov.shape[-1] * SINGULAR_RATIO_PER_DIM).sum())
 
 
 def whitening_backward(
