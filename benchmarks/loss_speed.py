@@ -2,7 +2,9 @@
 
 Prints a Markdown table: median milliseconds per forward+backward pass of the
 vectorised :func:`wmse.wmse_loss` and of ``reference_wmse_loss`` (one whitening call
-per iteration, sub-batch and view), and their ratio. Both draw their permutations
+per iteration, sub-batch and view), both in float32, and their ratio; also ours with
+float64 whitening (``dtype=torch.float64``, what ``wmse train`` uses by default) on
+the same float32 views. Both draw their permutations
 from a generator seeded alike, so they do the same work, which is checked once per
 setting before timing. Warm-up passes are excluded; on CUDA the device is
 synchronised before and after each timed pass.
@@ -78,8 +80,8 @@ def bench_setting(
     device: torch.device,
     repeats: int,
     warmup: int,
-) -> tuple[float, float]:
-    """Median milliseconds of (ours, reference) for one setting on one device."""
+) -> tuple[float, float, float]:
+    """Median milliseconds of (ours, reference, ours in float64) for one setting."""
     num_rows, num_views, w_size, w_iter, dim = setting
     views = make_views(num_rows, num_views, dim, device)
 
@@ -88,6 +90,9 @@ def bench_setting(
 
     def reference(views: list[torch.Tensor], gen: torch.Generator) -> torch.Tensor:
         return reference_wmse_loss(views, w_size, w_iter, generator=gen)
+
+    def ours_float64(views: list[torch.Tensor], gen: torch.Generator) -> torch.Tensor:
+        return wmse_loss(views, w_size, w_iter, generator=gen, dtype=torch.float64)
 
     # Same seed, same slicing: the two must agree, or the timings compare other work.
     with torch.no_grad():
@@ -102,15 +107,17 @@ def bench_setting(
     # Warm-up (allocator, kernels, thread pools), then alternate blocks of BLOCK
     # passes of each, so that any drift in machine load hits both alike while each
     # block runs the way a training loop calls its loss: over and over.
+    functions = (ours, reference, ours_float64)
     for seed in range(warmup):
-        time_pass(ours, views, device, seed)
-        time_pass(reference, views, device, seed)
-    times_ours, times_ref = [], []
+        for function in functions:
+            time_pass(function, views, device, seed)
+    times: list[list[float]] = [[] for _ in functions]
     for first in range(0, repeats, BLOCK):
         seeds = range(first, min(first + BLOCK, repeats))
-        times_ours += [time_pass(ours, views, device, seed) for seed in seeds]
-        times_ref += [time_pass(reference, views, device, seed) for seed in seeds]
-    return 1e3 * statistics.median(times_ours), 1e3 * statistics.median(times_ref)
+        for function, kept in zip(functions, times, strict=True):
+            kept += [time_pass(function, views, device, seed) for seed in seeds]
+    ours_ms, ref_ms, ours64_ms = (1e3 * statistics.median(kept) for kept in times)
+    return ours_ms, ref_ms, ours64_ms
 
 
 def parse_args() -> argparse.Namespace:
@@ -172,16 +179,21 @@ def main() -> None:
     print()
 
     # One row per (device, setting).
-    print("| device | N | d | W | w_iter | D | ours (ms) | reference (ms) | ref/ours |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| device | N | d | W | w_iter | D | ours (ms) | reference (ms) | ref/ours "
+        "| ours, float64 (ms) | ref/ours float64 |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for device_name in devices:
         device = torch.device(device_name)
         for setting in SETTINGS:
-            ours_ms, ref_ms = bench_setting(setting, device, args.repeats, args.warmup)
+            ours_ms, ref_ms, ours64_ms = bench_setting(
+                setting, device, args.repeats, args.warmup
+            )
             cells = " | ".join(str(value) for value in setting)
             print(
                 f"| {device_name} | {cells} | {ours_ms:.2f} | {ref_ms:.2f} | "
-                f"{ref_ms / ours_ms:.1f}x |",
+                f"{ref_ms / ours_ms:.1f}x | {ours64_ms:.2f} | {ref_ms / ours64_ms:.1f}x |",
                 flush=True,
             )
 

@@ -41,6 +41,7 @@ def test_from_dict_errors(values: dict, message: str) -> None:
         ("model.width", 10, "multiple of 4, got 10"),
         ("model.arch", "vgg", "model.arch must be one of"),
         ("model.stem", "weird", "model.stem must be one of"),
+        ("loss.whitening_precision", "float16", "loss.whitening_precision must be one"),
         ("eval.knn_k", 0, "eval.knn_k must be >= 1"),
         ("eval.batch_size", 0, "eval.batch_size must be >= 1"),
         ("eval.linear_lr", -1.0, "eval.linear_lr must be a finite positive number"),

@@ -88,8 +88,11 @@ def test_torchrun_two_gloo_processes_train_end_to_end(
     small_fashion_mnist: Path, tmp_path: Path
 ) -> None:
     import json
+    import shutil
     import subprocess
     import sys
+
+    from wmse.checkpoint import load_checkpoint
 
     run_dir = tmp_path / "ddp"
     command = [
@@ -112,3 +115,24 @@ def test_torchrun_two_gloo_processes_train_end_to_end(
     assert json.loads(lines[-1])["step"] == 8
     assert json.loads((run_dir / "eval.json").read_text())["epoch"] == 2
     assert result.stdout.count("k-NN top-1 (k=5)") == 1
+
+    # Resume a copy from its epoch-1 checkpoint (kept as checkpoint-prev.pt): both
+    # processes must redo epoch 2 bit for bit, augmentation included.
+    resumed_dir = tmp_path / "resumed"
+    resumed_dir.mkdir()
+    shutil.copy(run_dir / "checkpoint-prev.pt", resumed_dir / "checkpoint.pt")
+    shutil.copy(run_dir / "config.json", resumed_dir / "config.json")
+    (resumed_dir / "metrics.jsonl").write_text(lines[0] + "\n")
+    assert load_checkpoint(resumed_dir / "checkpoint.pt")["epoch"] == 1
+    resume = [*command[: command.index("train") + 1], "--resume", str(resumed_dir)]
+    result = subprocess.run(
+        resume, check=False, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    whole = load_checkpoint(run_dir / "checkpoint.pt")
+    again = load_checkpoint(resumed_dir / "checkpoint.pt")
+    assert again["step"] == 8
+    for name, value in whole["model"].items():
+        torch.testing.assert_close(
+            again["model"][name], value, rtol=0, atol=0, msg=name
+        )

@@ -95,6 +95,36 @@ def test_float64_views_give_float64_loss() -> None:
     assert wmse_loss(views, w_size=64).dtype == torch.float64
 
 
+def ill_conditioned_views(seed: int = 0) -> torch.Tensor:
+    """Two views (2, 256, 16) whose covariance has an eigenvalue ratio near 1e-8,
+    as W-MSE embeddings reach during training."""
+    generator = torch.Generator().manual_seed(seed)
+    scales = torch.logspace(0, -4, 16, dtype=torch.float64)  # variances 1 .. 1e-8
+    base = torch.randn(256, 16, generator=generator, dtype=torch.float64) * scales
+    noise = 0.3 * torch.randn(2, 256, 16, generator=generator, dtype=torch.float64)
+    return base + noise * scales
+
+
+def test_float64_whitening_of_float32_views() -> None:
+    exact_views = ill_conditioned_views().requires_grad_(True)
+    exact = wmse_loss(exact_views, w_size=128, generator=seeded(4))
+    exact.backward()
+
+    # float32 views whitened in float64: the float64 result, gradients in float32.
+    views = ill_conditioned_views().float().requires_grad_(True)
+    loss = wmse_loss(views, w_size=128, generator=seeded(4), dtype=torch.float64)
+    loss.backward()
+    assert loss.dtype == torch.float64 and views.grad.dtype == torch.float32
+    torch.testing.assert_close(loss, exact, rtol=1e-6, atol=1e-7)
+    relative = (views.grad.double() - exact_views.grad).norm() / exact_views.grad.norm()
+    assert relative < 1e-5
+
+
+def test_half_precision_whitening_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"float32 or torch.float64, got.*bfloat16"):
+        wmse_loss(embeddings(2, 128, 4), w_size=64, dtype=torch.bfloat16)
+
+
 def test_fewer_than_two_views() -> None:
     with pytest.raises(ValueError, match="at least 2 views.*got 1"):
         wmse_loss(embeddings(1, 128, 4), w_size=64)

@@ -106,6 +106,7 @@ def wmse_loss(
     w_iter: int = 1,
     eps: float = 0.0,
     generator: torch.Generator | None = None,
+    dtype: torch.dtype | None = None,
     check: bool = True,
 ) -> torch.Tensor:
     """W-MSE loss of Ermolov et al. (ICML 2021) between d views of N images.
@@ -128,16 +129,23 @@ def wmse_loss(
             sub-batches at proportional cost.
         eps: Covariance shrinkage passed to :func:`wmse.whiten`.
         generator: Source of the random permutations, for reproducibility.
+        dtype: float32 or float64, the arithmetic of the whitening and the loss;
+            None means float32 (float64 for float64 views). Gradients reach the
+            views in their own dtype. float64 keeps an ill-conditioned covariance
+            (eigenvalue ratios of 1e-7 and below, as training produces) from
+            turning float32 rounding into gradient.
         check: Raise on non-finite embeddings and on failed factorisations, which
             reads two numbers back from the device. A training loop on a GPU passes
             False on most steps and checks the (then NaN) loss every few steps instead.
 
     Returns:
-        Scalar tensor in [0, 4], float32 (float64 for float64 views).
+        Scalar tensor in [0, 4], in ``dtype`` (by default float32, float64 for
+        float64 views).
 
     Raises:
         ValueError: for fewer than 2 views, mismatched shapes, non-finite embeddings,
-            N < w_size, N not a multiple of w_size, w_iter < 1, or W <= D
+            N < w_size, N not a multiple of w_size, w_iter < 1, a dtype other than
+            float32 and float64, or W <= D
             (:class:`wmse.WhiteningError`, a ValueError, for the whitening checks).
 
     Example:
@@ -150,6 +158,7 @@ def wmse_loss(
     stacked = stack_views(views, check)  # (d, N, D)
     num_views, num_rows, dim = stacked.shape
     check_slicing(num_rows, w_size, w_iter)
+    dtype = check_dtype(dtype, stacked.dtype)
     w_size, w_iter = operator.index(w_size), operator.index(w_iter)
     check_eps(eps)
     check_block_shape(w_size, dim)
@@ -162,10 +171,9 @@ def wmse_loss(
     gathered = stacked.index_select(1, perms.flatten())
     sliced = gathered.view(num_views, w_iter, num_rows // w_size, w_size, dim)
 
-    # Whitening and the cosine loss run in float32 (float64 for float64 views).
+    # Whitening and the cosine loss run in float32 or float64, never in half.
     with torch.autocast(device_type=sliced.device.type, enabled=False):
-        sliced = sliced.to(compute_dtype(sliced.dtype))
-        return WhitenedCosineLoss.apply(sliced, eps, check)
+        return WhitenedCosineLoss.apply(sliced.to(dtype), eps, check)
 
 
 class WhitenedCosineLoss(torch.autograd.Function):
@@ -235,6 +243,22 @@ def is_integer(value: object) -> bool:
     except TypeError:
         return False
     return True
+
+
+def check_dtype(dtype: torch.dtype | None, views_dtype: torch.dtype) -> torch.dtype:
+    """The whitening dtype: ``dtype`` if it is float32 or float64, else the default.
+
+    Raises:
+        ValueError: for any other dtype, naming it.
+    """
+    if dtype is None:
+        return compute_dtype(views_dtype)
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(
+            f"wmse_loss computes in torch.float32 or torch.float64, got dtype={dtype!r}; "
+            f"half precision is too coarse for a Cholesky factorisation"
+        )
+    return dtype
 
 
 def check_slicing(num_rows: int, w_size: int, w_iter: int) -> None:

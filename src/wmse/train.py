@@ -290,13 +290,11 @@ class Trainer:
             warmup_then_decay(config, self.steps_per_epoch, self.total_steps),
         )
 
-        # Independent random streams: data order, augmentation, batch slicing.
+        # Independent random streams: data order, augmentation, batch slicing. The
+        # augmentation stream is reseeded at every step (see augment_seed).
         seed = config.train.seed
         self.order_generator = torch.Generator().manual_seed(seed)
-        # Each process augments its own images with its own stream.
-        self.augment_generator = torch.Generator(self.device).manual_seed(
-            seed + 1 + 7919 * self.dist.rank
-        )
+        self.augment_generator = torch.Generator(self.device)
         self.slice_generator = torch.Generator(self.device).manual_seed(seed + 2)
         self.state = TrainState()
         self.check_every = resolve_check_every(config, self.device)
@@ -376,7 +374,6 @@ class Trainer:
             "rng": rng_state(),
             "generators": {
                 "order": self.order_generator.get_state(),
-                "augment": self.augment_generator.get_state(),
                 "slice": self.slice_generator.get_state(),
             },
             "config": self.config.to_dict(),
@@ -425,16 +422,7 @@ class Trainer:
         )
         restore_rng_state(state["rng"])
         self.order_generator.set_state(state["generators"]["order"])
-        self.augment_generator.set_state(state["generators"]["augment"])
         self.slice_generator.set_state(state["generators"]["slice"])
-        if self.dist.rank > 0:
-            # NOTE: only the main process's augmentation stream is checkpointed; the
-            # others restart theirs from a seed derived from the step, so a resumed
-            # multi-process run is reproducible but not bit-identical to an
-            # uninterrupted one.
-            self.augment_generator.manual_seed(
-                self.config.train.seed + 1 + 7919 * self.dist.rank + self.state.step
-            )
         self.drop_metrics_after(self.state.epoch)
         logger.info(
             "resumed at epoch %d, step %d (%d batches into the next epoch)",
@@ -469,8 +457,21 @@ class Trainer:
         logger.info("config %s", json.dumps(self.config.to_dict()))
 
     def batch_views(self, indices: torch.Tensor) -> torch.Tensor:
-        """Augmented views of the images at ``indices``: (d, N, C, H, W) on the device."""
+        """Augmented views of the images at ``indices`` for the next step:
+        (d, N, C, H, W) on the device."""
+        self.augment_generator.manual_seed(self.augment_seed(self.state.step))
         return self.make_views(self.batch_images(indices))
+
+    def augment_seed(self, step: int) -> int:
+        """Seed of this process's augmentation at ``step``.
+
+        A function of the run's seed, the process rank and the step alone: every
+        process draws its own views, and a resumed run (with any number of processes)
+        draws exactly the views an uninterrupted one would, with no generator state
+        to gather from the other processes into the checkpoint.
+        """
+        seed, rank = self.config.train.seed, self.dist.rank
+        return ((seed * 2**16 + rank) * 2**32 + step) % 2**63
 
     def batch_images(self, indices: torch.Tensor) -> torch.Tensor:
         """This process's uint8 images of a batch, on the device: (N, C, H, W)."""

@@ -33,5 +33,6 @@ class WMSE(Method):
             w_iter=loss_config.w_iter,
             eps=loss_config.w_eps,
             generator=generator,
+            dtype=getattr(torch, loss_config.whitening_precision),
             check=check,
         )
