@@ -105,3 +105,19 @@ def test_validate_names_the_bad_value(
     setattr(getattr(config, section), key, value)
     with pytest.raises(ConfigError, match=message):
         config.validate()
+
+
+@pytest.mark.parametrize("command", ["train", "bench", "eval", "compare", "export"])
+def test_help_lists_every_option_with_its_advice(
+    command: str, capsys: pytest.CaptureFixture
+) -> None:
+    from wmse.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    if command in ("train", "bench"):
+        # Every setting has a flag whose help says when to change it, % signs intact.
+        assert "--whitening-precision" in shown and "under 2% of a CPU step" in shown
+        assert "--lr" in shown and "Lower it if the loss turns non-finite" in shown

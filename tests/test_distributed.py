@@ -136,3 +136,28 @@ def test_torchrun_two_gloo_processes_train_end_to_end(
         torch.testing.assert_close(
             again["model"][name], value, rtol=0, atol=0, msg=name
         )
+
+
+def test_local_whitening_needs_whole_sub_batches_per_process() -> None:
+    from types import SimpleNamespace
+
+    from wmse.config import ConfigError, RunConfig
+    from wmse.distributed import DistributedContext
+    from wmse.train import Trainer
+
+    config = RunConfig()
+    config.optim.batch_size, config.loss.w_size = 256, 128
+    config.loss.whitening_scope = "local"
+    four_processes = SimpleNamespace(
+        config=config, dist=DistributedContext(rank=0, world_size=4)
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"each of the 4 processes whitens its own 64 images per view, which "
+        r"w_size 128 must divide.*--whitening-scope global",
+    ):
+        Trainer.check_distributed_batch(four_processes)
+
+    # Global whitening slices the gathered batch, as one process would: accepted.
+    config.loss.whitening_scope = "global"
+    Trainer.check_distributed_batch(four_processes)

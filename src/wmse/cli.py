@@ -109,6 +109,7 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
         default = getattr(getattr(defaults, section), name)
         kind = str(item.type).replace(" | None", "")
         help_text = f"{item.metadata.get('help', '')} (default: {default})"
+        help_text = help_text.replace("%", "%%")  # argparse formats help with %
         dest = f"{section}.{name}"
         if kind.startswith("tuple"):
             group.add_argument(
