@@ -119,5 +119,5 @@ def test_help_lists_every_option_with_its_advice(
     shown = " ".join(capsys.readouterr().out.split())
     if command in ("train", "bench"):
         # Every setting has a flag whose help says when to change it, % signs intact.
-        assert "--whitening-precision" in shown and "under 2% of a CPU step" in shown
+        assert "--whitening-precision" in shown and "under 0.3% of a CPU step" in shown
         assert "--lr" in shown and "Lower it if the loss turns non-finite" in shown

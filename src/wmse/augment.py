@@ -4,13 +4,13 @@ Each image yields d views. Every random parameter (crop box, flip, jitter factor
 drawn independently per image and per view, and the whole batch is transformed with a
 handful of tensor ops: no Python loop over images.
 
-Why not kornia: measured with ``benchmarks/augment_speed.py`` on the 2-core CPU this
-project is developed on (kornia 0.9, torch 2.14), making views of 1,024 images takes
-6 ms here against 27 ms with kornia's RandomResizedCrop + flip + ColorJitter for
-28x28 grayscale, and 37 ms against 108 ms for 32x32 RGB (with saturation, hue and
-grayscale). A default CPU training step takes about 400 ms, so kornia would cost about
-7% of it and ours under 2%; on GPUs kornia's per-op overhead matters more. We keep
-these few ops, written on torch primitives, because they are 3-4x faster and small.
+Why not kornia: measured with ``benchmarks/augment_speed.py`` on a 2-core CPU (AMD
+EPYC, kornia 0.9, torch 2.14), making views of 1,024 images takes 10 ms here against
+26 ms with kornia's RandomResizedCrop + flip + ColorJitter for 28x28 grayscale, and
+54 ms against 104 ms for 32x32 RGB (with saturation, hue and grayscale). A default CPU
+training step takes about 350-390 ms, so kornia would cost about 7% of it and ours
+about 3%; on GPUs kornia's per-op overhead matters more. We keep these few ops,
+written on torch primitives, because they are 2-3x faster and small.
 
 Known differences from torchvision's per-image transforms, all deliberate:
 - The crop box is sampled once (scale and log-ratio uniform) and clipped to the image,

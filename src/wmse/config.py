@@ -143,7 +143,7 @@ class LossConfig:
         "(the paper's). As training goes on, the embeddings' covariance becomes "
         "ill-conditioned and float32 whitening turns rounding error into gradient; "
         "on Fashion-MNIST that degraded W-MSE runs (README, design notes). float64 "
-        "costs under 2% of a CPU step; choose float32 only on GPUs with slow float64.",
+        "costs under 0.3% of a CPU step; choose float32 only on GPUs with slow float64.",
     )
     whitening_scope: str = option(
         "global",
